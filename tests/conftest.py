@@ -1,0 +1,93 @@
+"""Shared fixtures: real node processes on free ports, and the host's interface address."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class NodeProcess:
+    """A real `unbroken node` process; `url` is its base HTTP URL."""
+
+    port: int
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_path: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "NodeProcess":
+        cmd = [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
+               "--port", str(self.port), *self.args]
+        self.log_path = f"/tmp/unbroken-node-{self.port}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"node did not start: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        assert self.proc
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def start_node():
+    """Factory: start_node(*extra_args) -> NodeProcess (killed at teardown)."""
+    nodes: list[NodeProcess] = []
+
+    def _start(*args: str, port: int | None = None) -> NodeProcess:
+        node = NodeProcess(port=port or free_port(), args=list(args)).start()
+        nodes.append(node)
+        return node
+
+    yield _start
+    for node in nodes:
+        node.kill()
+
+
+@pytest.fixture
+def node(start_node) -> NodeProcess:
+    return start_node()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
