@@ -1,0 +1,136 @@
+"""One subscriber's track: rewrites shared packets for its session and answers its RTCP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiortc import clock
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+)
+
+from .history import PacketHistory
+from .munger import RtpMunger
+from .packet import ForwardPacket, OutputProfile
+from .rtc_internals import PacketWriter
+
+
+class DownTrack:
+    def __init__(self, kind: str, mime: str, profile: OutputProfile, ssrc: int,
+                 clock_rate: int, writer: PacketWriter, request_keyframe: Callable[[], None],
+                 rtx_payload_type: int | None = None, rtx_ssrc: int | None = None,
+                 sender=None) -> None:
+        self.kind = kind
+        self.mime = mime
+        self.sender = sender  # the aiortc sender whose sender reports we feed
+        self.profile = profile
+        self.ssrc = ssrc
+        self.rtx_payload_type = rtx_payload_type
+        self.rtx_ssrc = rtx_ssrc
+        self.clock_rate = clock_rate
+        self.writer = writer
+        self.request_keyframe = request_keyframe
+        self.needs_keyframe = kind == "video"
+        self.munger = RtpMunger(clock_rate)
+        self.history = PacketHistory()
+        self._rtx_seq = 1
+        self._connected = False
+        self.last_in_ts = 0
+        self.packets = 0
+        self.octets = 0
+        self.nacks = 0
+        self.retransmits = 0
+        self.keyframe_requests = 0
+        self.remote_loss = 0
+        self.remote_jitter = 0
+
+    def write(self, fp: ForwardPacket, now: float) -> None:
+        if not self._connected:
+            if not self.writer.ready:
+                return
+            self._connected = True
+            if self.needs_keyframe:
+                self.request_keyframe()
+        munger = self.munger
+        if fp.ssrc != munger.source_ssrc:
+            if self.kind == "video" and not fp.keyframe_start:
+                munger.unanchor()
+                self.request_keyframe()
+                return
+            munger.anchor(fp.ssrc, fp.sequence_number, fp.timestamp, now)
+        mapped = munger.rewrite(fp.sequence_number, fp.timestamp, now)
+        if mapped is None:
+            return
+        seq, ts = mapped
+        if self.writer.write_rtp(fp.build(self.profile, seq, ts, self.ssrc)):
+            self.history.add(seq, ts, fp)
+            self.last_in_ts = fp.timestamp
+            self.packets += 1
+            self.octets += len(fp.payload)
+
+    def source_changed(self) -> None:
+        """The publisher behind this track went away: continue at its successor's start."""
+        self.munger.unanchor()
+
+    async def handle_rtcp(self, packet) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            for seq in packet.lost:
+                self.nacks += 1
+                self._retransmit(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            self.keyframe_requests += 1
+            self.request_keyframe()
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self.remote_loss = report.packets_lost
+                    self.remote_jitter = report.jitter
+
+    def _retransmit(self, seq: int) -> None:
+        held = self.history.get(seq)
+        if held is None:
+            return
+        fp, ts = held
+        if self.rtx_payload_type is not None:
+            data = fp.build_rtx(self.profile, self.rtx_payload_type, self._rtx_seq, seq, ts,
+                                self.rtx_ssrc)
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        else:
+            data = fp.build(self.profile, seq, ts, self.ssrc)
+        if self.writer.write_rtp(data):
+            self.retransmits += 1
+
+    def sender_report_values(self, source_report: tuple[int, int] | None) -> tuple[int, int]:
+        """(NTP time, outgoing RTP timestamp) of the last packet sent, for sender reports.
+
+        With the publisher's own sender report the NTP time is the publisher's capture
+        clock, which keeps audio and video of one publisher in sync at the viewer.
+        """
+        out_ts = self.munger.last_out_ts
+        if source_report is not None:
+            sr_ntp, sr_rtp = source_report
+            delta = (self.last_in_ts - sr_rtp) & 0xFFFFFFFF
+            if delta >= 0x80000000:
+                delta -= 1 << 32
+            return sr_ntp + (delta << 32) // self.clock_rate, out_ts
+        last = self.munger.last_out_time
+        age = 0.0 if last is None else max(0.0, time.monotonic() - last)
+        return clock.current_ntp_time() - int(age * (1 << 32)), out_ts
+
+    def snapshot(self) -> dict:
+        return {
+            "packets": self.packets,
+            "bytes": self.octets,
+            "nacks": self.nacks,
+            "retransmits": self.retransmits,
+            "keyframe_requests": self.keyframe_requests,
+            "dropped": self.writer.dropped,
+            "remote_packets_lost": self.remote_loss,
+        }

@@ -1,0 +1,216 @@
+"""WebRTC peers of the node: a publisher's ingest and a subscriber's egress.
+
+Both negotiate with aiortc but move media as forwarded RTP packets (see
+rtc_internals). No HTTP here: the node hands SDP in and gets SDP out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import HeaderExtensionsMap
+
+from . import rtc_internals
+from .downtrack import DownTrack
+from .packet import OutputProfile
+from .receiver import TrackReceiver
+from .stream import Source, Stream
+
+log = logging.getLogger("unbroken.media.peer")
+
+MEDIA_KINDS = ("audio", "video")
+
+
+class NegotiationError(Exception):
+    """The offer cannot be served; `status` says how (400 bad offer, 406 codec)."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def _media_transceivers(pc: RTCPeerConnection) -> list:
+    transceivers = [t for t in pc.getTransceivers() if t.kind in MEDIA_KINDS]
+    kinds = [t.kind for t in transceivers]
+    if not transceivers:
+        raise NegotiationError("offer has no audio or video section")
+    if len(kinds) != len(set(kinds)):
+        raise NegotiationError("offer has more than one section of the same kind")
+    return transceivers
+
+
+async def _apply_offer(pc: RTCPeerConnection, sdp: str) -> None:
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    except NegotiationError:
+        raise
+    except Exception as exc:  # aiortc raises assorted errors on malformed SDP
+        raise NegotiationError(f"invalid SDP offer: {exc}") from exc
+
+
+class Peer:
+    """What both peer kinds share: the connection, its state, and closing once."""
+
+    def __init__(self, session_id: str, stream: Stream,
+                 ice: RTCConfiguration | None = None) -> None:
+        self.id = session_id
+        self.stream = stream
+        self.pc = RTCPeerConnection(ice or RTCConfiguration(iceServers=[]))
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.connected_at: float | None = None
+        self.on_close: Callable[["Peer"], None] | None = None
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def connection_state(self) -> str:
+        return self.pc.connectionState
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = asyncio.get_running_loop().time()
+        elif state in ("failed", "closed"):
+            asyncio.ensure_future(self.close(f"connection {state}"))
+
+    async def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        self._detach()
+        if self.on_close:
+            self.on_close(self)
+        try:
+            await self.pc.close()
+        except Exception:
+            log.exception("closing peer connection failed")
+
+    def _detach(self) -> None:
+        raise NotImplementedError
+
+
+class PublisherPeer(Peer):
+    """A publisher's ingest: taps its tracks into the stream as a Source."""
+
+    def __init__(self, session_id: str, stream: Stream,
+                 ice: RTCConfiguration | None = None) -> None:
+        super().__init__(session_id, stream, ice)
+        self.source: Source | None = None
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Negotiate; the source is attached to the stream once the answer is made."""
+        await _apply_offer(self.pc, offer_sdp)
+        transceivers = _media_transceivers(self.pc)
+        for t in transceivers:
+            t.direction = "recvonly"
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        receivers: dict[str, TrackReceiver] = {}
+        for t in transceivers:
+            media_codecs = [c for c in t._codecs if not is_rtx(c)]
+            if not media_codecs or t.currentDirection == "inactive":
+                continue
+            receivers[t.kind] = self._tap(t, media_codecs)
+        if not receivers:
+            raise NegotiationError("offer has no codec this node can receive "
+                                   "(H264 packetization-mode=1, VP8, Opus)", status=406)
+        self.source = Source(self.id, receivers)
+        return self.pc.localDescription.sdp
+
+    def _tap(self, transceiver, media_codecs: list[RTCRtpCodecParameters]) -> TrackReceiver:
+        rtc_receiver = transceiver.receiver
+
+        def send_pli(media_ssrc: int) -> None:
+            asyncio.ensure_future(rtc_internals.send_pli(rtc_receiver, media_ssrc))
+
+        track_receiver = TrackReceiver(
+            transceiver.kind, {c.payloadType: c for c in media_codecs}, media_codecs[0],
+            send_pli)
+        rtc_internals.tap_receiver(rtc_receiver, track_receiver.handle_rtp)
+
+        async def on_rtcp(packet) -> None:
+            track_receiver.handle_sender_report(packet)
+
+        rtc_internals.wrap_receiver_rtcp(rtc_receiver, on_rtcp)
+        return track_receiver
+
+    def last_packet_at(self) -> float | None:
+        return self.source.last_packet_at() if self.source else None
+
+    def _detach(self) -> None:
+        if self.source is not None:
+            self.stream.detach(self.source)
+
+
+class SubscriberPeer(Peer):
+    """A subscriber's egress: one DownTrack per kind fed by the stream."""
+
+    def __init__(self, session_id: str, stream: Stream,
+                 ice: RTCConfiguration | None = None) -> None:
+        super().__init__(session_id, stream, ice)
+        self.downtracks: dict[str, DownTrack] = {}
+
+    async def answer(self, offer_sdp: str) -> str:
+        await _apply_offer(self.pc, offer_sdp)
+        transceivers = _media_transceivers(self.pc)
+        stream_codecs = self.stream.codecs()
+        for t in transceivers:
+            wanted = stream_codecs.get(t.kind)
+            if wanted is not None:
+                t.setCodecPreferences([
+                    c for c in RTCRtpSender.getCapabilities(t.kind).codecs
+                    if c.mimeType.lower() in (wanted.mimeType.lower(), f"{t.kind}/rtx")])
+            t.direction = "sendonly"
+            t.sender.replaceTrack(rtc_internals.SilentTrack(t.kind))
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        for t in transceivers:
+            media_codecs = [c for c in t._codecs if not is_rtx(c)]
+            wanted = stream_codecs.get(t.kind)
+            if not media_codecs:
+                if wanted is not None:
+                    await self.pc.close()
+                    raise NegotiationError(
+                        f"stream sends {wanted.mimeType}, which the offer does not accept",
+                        status=406)
+                continue
+            self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
+        if not self.downtracks:
+            await self.pc.close()
+            raise NegotiationError("offer accepts none of the stream's media", status=406)
+        for track in self.downtracks.values():
+            self.stream.add_downtrack(track)
+        return self.pc.localDescription.sdp
+
+    def _downtrack(self, transceiver, codec: RTCRtpCodecParameters) -> DownTrack:
+        extensions = types.SimpleNamespace(headerExtensions=transceiver._headerExtensions)
+        extensions_map = HeaderExtensionsMap()
+        extensions_map.configure(extensions)
+        profile = OutputProfile(
+            codec.payloadType, transceiver.mid, extensions_map,
+            tuple((e.id, e.uri) for e in transceiver._headerExtensions))
+        rtx = next((c for c in transceiver._codecs
+                    if is_rtx(c) and c.parameters.get("apt") == codec.payloadType), None)
+        sender = transceiver.sender
+        kind = transceiver.kind
+        track = DownTrack(
+            kind, codec.mimeType.lower(), profile, sender._ssrc, codec.clockRate,
+            rtc_internals.PacketWriter(sender.transport),
+            request_keyframe=lambda: self.stream.request_keyframe(kind),
+            rtx_payload_type=rtx.payloadType if rtx else None,
+            rtx_ssrc=rtc_internals.sender_rtx_ssrc(sender) if rtx else None,
+            sender=sender)
+        rtc_internals.take_over_sender_rtcp(sender, track.handle_rtcp)
+        return track
+
+    def _detach(self) -> None:
+        for track in self.downtracks.values():
+            self.stream.remove_downtrack(track)

@@ -1,0 +1,83 @@
+"""Ingest of one published track: tapped RTP packets in, shared ForwardPackets out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+
+from .keyframe import keyframe_detector
+from .packet import ForwardPacket
+from .stats import IngestStats
+
+# fewest seconds between two keyframe requests sent to the publisher
+KEYFRAME_REQUEST_INTERVAL = 0.25
+
+
+class TrackReceiver:
+    def __init__(self, kind: str, codecs: dict[int, RTCRtpCodecParameters],
+                 primary: RTCRtpCodecParameters,
+                 send_keyframe_request: Callable[[int], None]) -> None:
+        self.kind = kind
+        self.codecs = codecs
+        self.codec = primary
+        self._is_keyframe_start = keyframe_detector(primary.mimeType)
+        self._send_keyframe_request = send_keyframe_request
+        self.on_packet: Callable[[ForwardPacket], None] | None = None
+        self.on_codec_change: Callable[[RTCRtpCodecParameters], None] | None = None
+        self.stats = IngestStats()
+        self.last_packet_at: float | None = None
+        self.ssrc: int | None = None
+        self.keyframes = 0
+        self.keyframe_requests = 0
+        self._last_keyframe_request = 0.0
+        # latest sender report from the publisher: ssrc -> (ntp, rtp timestamp)
+        self.sender_reports: dict[int, tuple[int, int]] = {}
+
+    def handle_rtp(self, packet: RtpPacket) -> None:
+        now = time.monotonic()
+        codec = self.codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        if codec is not self.codec:
+            self.codec = codec
+            self._is_keyframe_start = keyframe_detector(codec.mimeType)
+            if self.on_codec_change:
+                self.on_codec_change(codec)
+        detector = self._is_keyframe_start
+        keyframe = detector(packet.payload) if detector is not None else True
+        if detector is not None and keyframe:
+            self.keyframes += 1
+        self.ssrc = packet.ssrc
+        self.last_packet_at = now
+        self.stats.add(packet.ssrc, packet.sequence_number, len(packet.payload),
+                       packet.marker, now)
+        if self.on_packet is not None:
+            self.on_packet(ForwardPacket(packet, keyframe, now))
+
+    def handle_sender_report(self, packet) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            self.sender_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe (PLI), at most every KEYFRAME_REQUEST_INTERVAL."""
+        if self._is_keyframe_start is None or self.ssrc is None:
+            return
+        now = time.monotonic()
+        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+            return
+        self._last_keyframe_request = now
+        self.keyframe_requests += 1
+        self._send_keyframe_request(self.ssrc)
+
+    def snapshot(self) -> dict:
+        return {
+            "codec": self.codec.mimeType.split("/")[1],
+            "clock_rate": self.codec.clockRate,
+            **self.stats.snapshot(time.monotonic()),
+            "keyframes": self.keyframes,
+            "keyframe_requests": self.keyframe_requests,
+        }

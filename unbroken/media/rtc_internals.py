@@ -1,0 +1,192 @@
+"""Every use of aiortc's private internals lives here (aiortc is pinned exactly).
+
+aiortc always decodes what it receives and encodes what it sends. To forward RTP
+packets instead, we:
+
+- tap each ingest receiver after RTX unwrapping and NACK generation (its jitter
+  buffer is replaced by a tap), and stop its decoder thread: the stock receiver
+  keeps sending NACK, receiver reports and REMB to the publisher;
+- give each subscriber sender a track that never yields a frame (so it never
+  encodes), take over its RTCP handling (NACK, PLI/FIR, receiver reports), and
+  write rewritten packets straight to the nominated ICE pair's socket through
+  the DTLS transport's SRTP session.
+
+`check_hooks()` fails loudly if an aiortc upgrade moved any of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtp import RtpPacket
+
+RtpTap = Callable[[RtpPacket], None]
+RtcpHandler = Callable[[Any], Awaitable[None]]
+
+
+class _JitterBufferTap:
+    """Stands in for the receiver's jitter buffer: hands each packet to the tap."""
+
+    __slots__ = ("_tap",)
+
+    def __init__(self, tap: RtpTap) -> None:
+        self._tap = tap
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        self._tap(packet)
+        return False, None
+
+    def remove(self, count: int) -> None:  # pragma: no cover - part of the interface
+        pass
+
+
+def tap_receiver(receiver: RTCRtpReceiver, tap: RtpTap) -> None:
+    """Route the receiver's unwrapped RTP packets to `tap`; it never decodes.
+
+    aiortc starts the receiver (and its decoder thread) once DTLS is up; we stop
+    that thread as soon as it exists.
+    """
+    receiver._RTCRtpReceiver__jitter_buffer = _JitterBufferTap(tap)
+    start = receiver.receive
+
+    async def receive(parameters) -> None:
+        await start(parameters)
+        receiver._RTCRtpReceiver__stop_decoder()
+
+    receiver.receive = receive
+
+
+def wrap_receiver_rtcp(receiver: RTCRtpReceiver, on_rtcp: RtcpHandler) -> None:
+    """Call `on_rtcp(packet)` for every RTCP packet routed to the receiver (SR, BYE)."""
+    original = receiver._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        await original(packet)
+        await on_rtcp(packet)
+
+    receiver._handle_rtcp_packet = handle
+
+
+async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send a picture loss indication to the publisher of `media_ssrc`."""
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+class SilentTrack(MediaStreamTrack):
+    """A track that never yields a frame: its sender never encodes anything."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future | None = None
+
+    async def recv(self):  # type: ignore[override]
+        self._never = asyncio.get_running_loop().create_future()
+        await self._never
+        raise asyncio.CancelledError  # pragma: no cover
+
+
+def take_over_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpHandler) -> None:
+    """Route RTCP for the sender's SSRC to `on_rtcp` instead of aiortc's handler."""
+    sender._handle_rtcp_packet = on_rtcp
+
+
+def set_sender_report_source(
+    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int
+) -> None:
+    """Feed the values aiortc's sender writes into its periodic sender reports."""
+    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+    sender._RTCRtpSender__packet_count = packets
+    sender._RTCRtpSender__octet_count = octets
+
+
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    return sender._rtx_ssrc
+
+
+class PacketWriter:
+    """Protects plaintext RTP/RTCP with the transport's SRTP session and sends it
+    synchronously on the nominated ICE pair, bypassing aiortc's coroutine chain."""
+
+    __slots__ = ("_dtls", "_ice_connection", "_protect", "_protect_rtcp", "_send", "_addr",
+                 "packets", "bytes", "dropped")
+
+    # datagrams queued in user space beyond which we drop instead of buffering more
+    MAX_WRITE_BUFFER = 256 * 1024
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self._ice_connection = dtls.transport._connection
+        self._protect = None
+        self._protect_rtcp = None
+        self._send = None
+        self._addr = None
+        self.packets = 0
+        self.bytes = 0
+        self.dropped = 0
+
+    def _bind(self) -> bool:
+        srtp = self._dtls._tx_srtp
+        pair = self._ice_connection._nominated.get(1)
+        if srtp is None or pair is None or self._dtls.state != "connected":
+            return False
+        transport = pair.protocol.transport
+        self._protect = srtp.protect
+        self._protect_rtcp = srtp.protect_rtcp
+        self._send = transport
+        self._addr = pair.remote_addr
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self._send is not None or self._bind()
+
+    def write_rtp(self, plaintext: bytes) -> bool:
+        transport = self._send
+        if transport is None:
+            if not self._bind():
+                return False
+            transport = self._send
+        if transport.is_closing() or transport.get_write_buffer_size() > self.MAX_WRITE_BUFFER:
+            self.dropped += 1
+            return False
+        data = self._protect(plaintext)
+        transport.sendto(data, self._addr)
+        self.packets += 1
+        self.bytes += len(data)
+        return True
+
+    def write_rtcp(self, plaintext: bytes) -> bool:
+        if not self.ready or self._send.is_closing():
+            return False
+        self._send.sendto(self._protect_rtcp(plaintext), self._addr)
+        return True
+
+
+def check_hooks() -> None:
+    """Raise AssertionError if aiortc's private hooks we rely on have moved."""
+    import inspect
+
+    from aiortc import rtcrtpreceiver, rtcrtpsender
+
+    receiver_src = inspect.getsource(rtcrtpreceiver.RTCRtpReceiver)
+    for name in ("self.__jitter_buffer.add(packet)", "def __stop_decoder", "async def receive",
+                 "self.__rtcp_ssrc", "async def _send_rtcp_pli", "_handle_rtcp_packet"):
+        assert name in receiver_src, f"aiortc RTCRtpReceiver lost {name}"
+    sender_src = inspect.getsource(rtcrtpsender.RTCRtpSender)
+    for name in ("self.__ntp_timestamp", "self.__rtp_timestamp", "self.__packet_count",
+                 "self.__octet_count", "self._rtx_ssrc", "_handle_rtcp_packet"):
+        assert name in sender_src, f"aiortc RTCRtpSender lost {name}"
+    assert hasattr(RTCDtlsTransport, "_send_rtp")
+    jb_add = inspect.signature(JitterBuffer.add)
+    assert list(jb_add.parameters) == ["self", "packet"], "JitterBuffer.add changed"
+    from aioice.ice import CandidatePair, Connection
+
+    assert "_nominated" in inspect.getsource(Connection.__init__)
+    assert "protocol" in inspect.signature(CandidatePair.__init__).parameters

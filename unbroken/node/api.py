@@ -1,0 +1,71 @@
+"""Read-only JSON API, health and metrics of a node."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from .http_common import HttpError, check_token, stream_name
+from .state import NodeState
+
+
+def _state(request: web.Request) -> NodeState:
+    return request.app["state"]
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    state = _state(request)
+    check_token(request, state.config.token)
+    return web.json_response({"streams": [state.stream_info(s)
+                                          for s in state.streams.values()]})
+
+
+async def get_stream(request: web.Request) -> web.Response:
+    state = _state(request)
+    check_token(request, state.config.token)
+    stream = state.streams.get(stream_name(request))
+    if stream is None:
+        raise HttpError(404, "no_such_stream", "no such stream")
+    return web.json_response(state.stream_info(stream))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    state = _state(request)
+    check_token(request, state.config.token)
+    now = time.monotonic()
+    sessions = []
+    for session in state.sessions.values():
+        entry = {
+            "id": session.id,
+            "kind": session.kind,
+            "stream": session.stream.name,
+            "connection": session.peer.connection_state,
+            "age": round(now - session.created_at, 3),
+        }
+        if session.kind == "play":
+            entry["tracks"] = {kind: t.snapshot()
+                               for kind, t in session.peer.downtracks.items()}
+        sessions.append(entry)
+    return web.json_response({"sessions": sessions})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = _state(request)
+    status = "draining" if state.draining else "ok"
+    return web.json_response({"status": status, "sessions": len(state.sessions),
+                              "streams": len(state.streams),
+                              "uptime": round(time.time() - state.started_at, 3)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = _state(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/streams", list_streams)
+    app.router.add_get("/api/v1/streams/{stream}", get_stream)
+    app.router.add_get("/api/v1/sessions", list_sessions)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,41 @@
+"""The node's aiohttp application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from . import api, whip_whep
+from .config import NodeConfig
+from .http_common import errors_and_cors
+from .state import NodeState
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(str(WEB_DIR / "index.html"))
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    # client_max_size bounds every body aiohttp reads for us
+    app = web.Application(middlewares=[errors_and_cors],
+                          client_max_size=config.max_body_bytes)
+    state = NodeState(config)
+    app["state"] = state
+    app["metrics"] = state.metrics
+    whip_whep.add_routes(app)
+    api.add_routes(app)
+    app.router.add_get("/", index)
+    app.router.add_static("/web/", str(WEB_DIR), show_index=False)
+
+    async def on_startup(app: web.Application) -> None:
+        await state.start()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await state.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app

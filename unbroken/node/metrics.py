@@ -1,0 +1,44 @@
+"""Prometheus metrics of a node (its own registry, exposed at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions_created = Counter(
+            "unbroken_sessions_created", "Sessions created", ["kind"], registry=self.registry)
+        self.sessions_closed = Counter(
+            "unbroken_sessions_closed", "Sessions closed", ["kind", "reason"],
+            registry=self.registry)
+        self.requests_rejected = Counter(
+            "unbroken_requests_rejected", "Requests answered with an error", ["status"],
+            registry=self.registry)
+        self.draining = Gauge("unbroken_draining", "1 while the node drains",
+                              registry=self.registry)
+
+    def add_live_collector(self, collect) -> None:
+        """`collect()` returns (streams, publishers, subscribers, forwarded packets, bytes)."""
+
+        class Live:
+            def collect(self):
+                streams, publishers, subscribers, packets, octets = collect()
+                yield GaugeMetricFamily("unbroken_streams", "Streams known", value=streams)
+                yield GaugeMetricFamily("unbroken_publishers", "Live publishers",
+                                        value=publishers)
+                yield GaugeMetricFamily("unbroken_subscribers", "Subscriber sessions",
+                                        value=subscribers)
+                yield GaugeMetricFamily("unbroken_forwarded_packets",
+                                        "RTP packets sent to subscribers of live sessions",
+                                        value=packets)
+                yield GaugeMetricFamily("unbroken_forwarded_bytes",
+                                        "RTP payload bytes sent to subscribers of live sessions",
+                                        value=octets)
+
+        self.registry.register(Live())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,49 @@
+"""Run a node until SIGTERM/SIGINT; drain first (refuse new sessions, let current
+ones end for up to `drain_timeout`), then close every session cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from aiohttp import web
+
+from .app import create_app
+from .config import NodeConfig
+
+log = logging.getLogger("unbroken.node")
+
+
+async def drain(app: web.Application, timeout: float) -> None:
+    state = app["state"]
+    state.draining = True
+    state.metrics.draining.set(1)
+    log.info("draining", extra={"sessions": len(state.sessions), "timeout": timeout})
+    for session in list(state.sessions.values()):
+        session.events.push("reconnect", {"reason": "node draining"})
+    deadline = time.monotonic() + timeout
+    while state.sessions and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def serve(config: NodeConfig) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    await site.start()
+    log.info("node listening", extra={"host": config.host, "port": config.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await drain(app, config.drain_timeout)
+    await runner.cleanup()
+    log.info("node stopped")
+
+
+def run(config: NodeConfig) -> None:
+    asyncio.run(serve(config))

@@ -1,0 +1,245 @@
+"""The node's live state: streams, sessions, and the watchdog that times out publishers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from unbroken.media import rtc_internals
+from unbroken.media.peer import Peer, PublisherPeer, SubscriberPeer
+from unbroken.media.stream import Stream
+
+from .config import NodeConfig
+from .events import EventChannel
+from .metrics import NodeMetrics
+
+log = logging.getLogger("unbroken.node")
+
+WATCHDOG_INTERVAL = 0.1
+SENDER_REPORT_INTERVAL = 0.5
+
+
+class StreamBusy(Exception):
+    """The stream already has a live publisher."""
+
+
+class NotLive(Exception):
+    """The stream has no publisher."""
+
+
+@dataclass
+class Session:
+    id: str
+    kind: str  # "publish" | "play"
+    stream: Stream
+    peer: Peer
+    remote_ice: tuple[str | None, str | None]
+    answer: str = ""
+    etag: str = field(default_factory=lambda: '"' + secrets.token_hex(8) + '"')
+    events: EventChannel = field(default_factory=EventChannel)
+    created_at: float = field(default_factory=time.monotonic)
+
+
+class NodeState:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.metrics = NodeMetrics()
+        self.metrics.add_live_collector(self._live_figures)
+        self.streams: dict[str, Stream] = {}
+        self.sessions: dict[str, Session] = {}
+        self.draining = False
+        self.started_at = time.time()
+        self._watchdog: asyncio.Task | None = None
+
+    # lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        await asyncio.gather(*(s.peer.close("node shutting down")
+                               for s in list(self.sessions.values())),
+                             return_exceptions=True)
+
+    # sessions ------------------------------------------------------------
+    def stream(self, name: str) -> Stream:
+        stream = self.streams.get(name)
+        if stream is None:
+            stream = Stream(name)
+            stream.listeners.append(self._on_stream_event)
+            self.streams[name] = stream
+        return stream
+
+    def _new_id(self) -> str:
+        return secrets.token_urlsafe(18)
+
+    async def publish(self, name: str, offer: str, remote_ice) -> Session:
+        stream = self.stream(name)
+        if stream.live and self.config.on_publisher_conflict == "reject":
+            raise StreamBusy(name)
+        peer = PublisherPeer(self._new_id(), stream)
+        try:
+            answer = await peer.answer(offer)
+        except BaseException:
+            await peer.close("negotiation failed")
+            self._forget_idle(stream)
+            raise
+        if stream.live:
+            if self.config.on_publisher_conflict == "reject":
+                await peer.close("stream busy")
+                raise StreamBusy(name)
+            previous = self._session_of(stream.source.id)
+            if previous:
+                await previous.peer.close("replaced by a new publisher")
+        session = self._register(Session(peer.id, "publish", stream, peer, remote_ice, answer))
+        stream.attach(peer.source)
+        log.info("publisher started", extra={"stream": name, "session": peer.id,
+                                             "codecs": _codec_names(stream)})
+        return session
+
+    async def play(self, name: str, offer: str, remote_ice) -> Session:
+        stream = self.streams.get(name)
+        if stream is None or not stream.live:
+            raise NotLive(name)
+        peer = SubscriberPeer(self._new_id(), stream)
+        try:
+            answer = await peer.answer(offer)
+        except BaseException:
+            await peer.close("negotiation failed")
+            raise
+        session = self._register(Session(peer.id, "play", stream, peer, remote_ice, answer))
+        stream.subscriber_ids.add(peer.id)
+        self._push_viewer_count(stream)
+        log.info("subscriber started", extra={"stream": name, "session": peer.id})
+        return session
+
+    def _register(self, session: Session) -> Session:
+        self.sessions[session.id] = session
+        session.peer.on_close = self._on_peer_closed
+        self.metrics.sessions_created.labels(session.kind).inc()
+        return session
+
+    def _session_of(self, peer_id: str) -> Session | None:
+        return self.sessions.get(peer_id)
+
+    async def end(self, session: Session, reason: str) -> None:
+        await session.peer.close(reason)
+
+    def _on_peer_closed(self, peer: Peer) -> None:
+        session = self.sessions.pop(peer.id, None)
+        if session is None:
+            return
+        session.events.close()
+        stream = session.stream
+        stream.subscriber_ids.discard(peer.id)
+        self.metrics.sessions_closed.labels(session.kind, _reason_label(peer.close_reason)).inc()
+        log.info("session closed", extra={"stream": stream.name, "session": peer.id,
+                                          "kind": session.kind, "reason": peer.close_reason})
+        if session.kind == "play":
+            self._push_viewer_count(stream)
+        self._forget_idle(stream)
+
+    def _forget_idle(self, stream: Stream) -> None:
+        if stream.idle and self.streams.get(stream.name) is stream:
+            del self.streams[stream.name]
+
+    # events --------------------------------------------------------------
+    def _on_stream_event(self, event: str, stream: Stream) -> None:
+        if event in ("active", "inactive"):
+            for session in self._subscribers(stream):
+                session.events.push(event)
+        elif event == "codec":
+            # the publisher switched codec: viewers negotiated the old one must renegotiate
+            for session in self._subscribers(stream):
+                tracks = session.peer.downtracks.values()
+                if any(t.mime != stream.codecs().get(t.kind).mimeType.lower()
+                       for t in tracks if stream.codecs().get(t.kind)):
+                    session.events.push("reconnect", {"reason": "codec changed"})
+                    asyncio.ensure_future(self.end(session, "codec changed"))
+
+    def _subscribers(self, stream: Stream) -> list[Session]:
+        return [self.sessions[i] for i in list(stream.subscriber_ids) if i in self.sessions]
+
+    def _push_viewer_count(self, stream: Stream) -> None:
+        count = len(stream.subscriber_ids)
+        for session in self._subscribers(stream):
+            session.events.push("viewercount", {"viewercount": count})
+
+    # watchdog ------------------------------------------------------------
+    async def _watch(self) -> None:
+        last_reports = 0.0
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            now = time.monotonic()
+            try:
+                self._check_sessions(now)
+                if now - last_reports >= SENDER_REPORT_INTERVAL:
+                    last_reports = now
+                    self._refresh_sender_reports()
+            except Exception:
+                log.exception("watchdog pass failed")
+
+    def _check_sessions(self, now: float) -> None:
+        for session in list(self.sessions.values()):
+            peer = session.peer
+            if isinstance(peer, PublisherPeer):
+                last = peer.last_packet_at()
+                if last is None:
+                    if now - session.created_at > self.config.connect_timeout:
+                        asyncio.ensure_future(peer.close("no media before connect timeout"))
+                elif now - last > self.config.media_timeout:
+                    asyncio.ensure_future(peer.close("media timeout"))
+            elif peer.connected_at is None and (
+                    now - session.created_at > self.config.connect_timeout):
+                asyncio.ensure_future(peer.close("not connected before connect timeout"))
+
+    def _refresh_sender_reports(self) -> None:
+        for stream in self.streams.values():
+            for track, ntp, rtp in stream.refresh_sender_reports():
+                if track.sender is not None:
+                    rtc_internals.set_sender_report_source(
+                        track.sender, ntp, rtp, track.packets, track.octets)
+
+    # figures -------------------------------------------------------------
+    def _live_figures(self):
+        publishers = subscribers = packets = octets = 0
+        for session in self.sessions.values():
+            if session.kind == "publish":
+                publishers += 1
+            else:
+                subscribers += 1
+                for track in session.peer.downtracks.values():
+                    packets += track.packets
+                    octets += track.octets
+        return len(self.streams), publishers, subscribers, packets, octets
+
+    def stream_info(self, stream: Stream) -> dict:
+        source = stream.source
+        publisher = None
+        if source is not None:
+            session = self.sessions.get(source.id)
+            publisher = {
+                "session": source.id,
+                "connection": session.peer.connection_state if session else "closed",
+                "since": round(time.monotonic() - source.started_at, 3),
+                "tracks": {kind: r.snapshot() for kind, r in source.receivers.items()},
+            }
+        return {
+            "name": stream.name,
+            "live": stream.live,
+            "codecs": _codec_names(stream),
+            "publisher": publisher,
+            "viewers": len(stream.subscriber_ids),
+        }
+
+
+def _codec_names(stream: Stream) -> dict[str, str]:
+    return {kind: c.mimeType.split("/")[1] for kind, c in stream.codecs().items()}
+
+
+def _reason_label(reason: str) -> str:
+    return reason.split(":")[0][:40] or "closed"
