@@ -1,0 +1,177 @@
+"""WHEP viewer on aiortc: plays ``POST {url_base}/whep/{stream}`` and checks what arrives.
+
+With ``decode=True`` aiortc decodes the media and every video frame's counter
+(see ``framecode``) is read. With ``decode=False`` (a load viewer for
+benchmarks) nothing is depayloaded or decoded: RTP packets are only counted,
+video frames by the RTP marker bit.
+
+Both modes count packets through a private aiortc hook: the
+``RTCRtpReceiver._handle_rtp_packet`` coroutine, which ``RTCDtlsTransport``
+calls for each decrypted RTP packet, is replaced per receiver by a counting
+coroutine (that calls the original only when decoding). aiortc is pinned, and
+``_check_receiver_hook`` fails loudly if the hook disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import deque
+from typing import Callable
+
+import av
+from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
+
+from unbroken.client.framecode import read_counter
+from unbroken.client.whip import OfferAnswerSession, WhipError
+
+HISTORY = 2000  # counters and arrival times kept
+
+
+class WhepError(WhipError):
+    """The server refused playback; ``retry_after`` (seconds) is set when it said when to retry
+    (409 while the stream is not live)."""
+
+
+class WhepViewer(OfferAnswerSession):
+    """Receives a stream over WHEP and keeps counts of what arrived.
+
+    ``frames``: video frames (decoded, or marker bits when not decoding);
+    ``counters``: framecode values of the last decoded frames (None when
+    unreadable); ``arrivals``: their ``time.monotonic()``; ``first_frame_at``;
+    ``audio_frames``; ``packets``/``bytes`` (RTP payload bytes, audio and
+    video); ``codec``: the negotiated video mime type.
+    ``on_frame(frame, counter)`` is called for each decoded video frame.
+    """
+
+    path = "whep"
+    error_class = WhepError
+
+    def __init__(self, url_base: str, stream: str, token: str | None = None, *,
+                 video: bool = True, audio: bool = True, decode: bool = True,
+                 on_frame: Callable[[av.VideoFrame, int | None], None] | None = None,
+                 **kwargs) -> None:
+        if not (video or audio):
+            raise ValueError("a viewer needs video or audio")
+        super().__init__(url_base, stream, token, **kwargs)
+        self.video, self.audio, self.decode = video, audio, decode
+        self.on_frame = on_frame
+        self.frames = 0
+        self.audio_frames = 0
+        self.packets = 0
+        self.bytes = 0
+        self.counters: deque[int | None] = deque(maxlen=HISTORY)
+        self.arrivals: deque[float] = deque(maxlen=HISTORY)
+        self.first_frame_at: float | None = None
+        self._progress = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def time_to_first_frame(self) -> float | None:
+        """Seconds from the WHEP POST to the first video frame."""
+        if self.first_frame_at is None or self.posted_at is None:
+            return None
+        return self.first_frame_at - self.posted_at
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await super().stop()
+
+    async def wait_frames(self, n: int, timeout: float) -> None:
+        """Wait until ``frames >= n`` (a total, not n more); TimeoutError says how far it got."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.frames < n:
+                    await self._wait_progress()
+        except TimeoutError:
+            raise TimeoutError(f"{self.url}: {self.frames} of {n} frames after {timeout} s "
+                               f"(connection {self.connection_state})") from None
+
+    async def wait_first_frame(self, timeout: float) -> float:
+        """Wait for the first video frame; returns ``first_frame_at``."""
+        await self.wait_frames(1, timeout)
+        return self.first_frame_at
+
+    def fps(self, window: float = 1.0) -> float:
+        """Video frames per second over the last ``window`` seconds."""
+        since = time.monotonic() - window
+        recent = 0
+        for t in reversed(self.arrivals):
+            if t <= since:
+                break
+            recent += 1
+        return recent / window
+
+    def stats(self) -> dict:
+        return dict(frames=self.frames, packets=self.packets, bytes=self.bytes,
+                    audio_frames=self.audio_frames, fps=self.fps(), codec=self.codec)
+
+    def _add_transceivers(self, pc: RTCPeerConnection) -> None:
+        _check_receiver_hook()
+        kinds = [k for k, wanted in (("video", self.video), ("audio", self.audio)) if wanted]
+        for kind in kinds:
+            receiver = pc.addTransceiver(kind, direction="recvonly").receiver
+            receiver._handle_rtp_packet = self._rtp_counter(kind, receiver)
+        if self.decode:
+            pc.on("track", self._consume)
+
+    def _rtp_counter(self, kind: str, receiver: RTCRtpReceiver):
+        """A stand-in for ``receiver._handle_rtp_packet`` that counts packets first."""
+        original = receiver._handle_rtp_packet
+
+        async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+            self.packets += 1
+            self.bytes += len(packet.payload)
+            if self.decode:
+                await original(packet, arrival_time_ms)
+            elif kind == "audio":
+                self.audio_frames += 1
+            elif packet.marker and packet.payload_type == self.video_payload_type:
+                self._video_frame_arrived(None)
+
+        return handle_rtp_packet
+
+    def _consume(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.ensure_future(self._read_track(track)))
+
+    async def _read_track(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "audio":
+                    self.audio_frames += 1
+                    continue
+                counter = read_counter(frame)
+                self._video_frame_arrived(counter)
+                if self.on_frame:
+                    self.on_frame(frame, counter)
+        except MediaStreamError:
+            pass  # the track ended: the connection closed
+
+    def _video_frame_arrived(self, counter: int | None) -> None:
+        now = time.monotonic()
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+        self.frames += 1
+        self.arrivals.append(now)
+        if self.decode:
+            self.counters.append(counter)
+        self._progress.set()
+
+    async def _wait_progress(self) -> None:
+        self._progress.clear()
+        await self._progress.wait()
+
+
+def _check_receiver_hook() -> None:
+    hook = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
+    if hook is None or not inspect.iscoroutinefunction(hook):
+        raise RuntimeError("aiortc RTCRtpReceiver._handle_rtp_packet is gone: "
+                           "the WHEP viewer's packet counter needs it (aiortc 1.16 pinned)")
+

@@ -1,0 +1,244 @@
+"""WHIP publisher (RFC 9725) on aiortc, and the HTTP offer/answer exchange WHEP reuses.
+
+WHIP and WHEP negotiate the same way: POST the complete SDP offer
+(``application/sdp``, aiortc gathers all candidates first, no trickle), get
+``201 Created`` with the answer and a ``Location`` for the session, DELETE the
+``Location`` to end it. ``OfferAnswerSession`` does that part; ``WhipPublisher``
+adds send-only tracks. Network failures surface as ``aiohttp.ClientError`` or
+``TimeoutError``; an HTTP answer other than 201 as ``WhipError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import json
+import logging
+import time
+from typing import Callable
+from urllib.parse import quote, urljoin
+
+import aiohttp
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.sdp import SessionDescription
+
+logger = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10.0  # seconds, a whole POST exchange
+DELETE_TIMEOUT = 2.0  # seconds; ending a session never waits long on a dead server
+VIDEO_CODECS = {"h264": "video/H264", "vp8": "video/VP8"}
+
+
+class WhipError(Exception):
+    """The server refused the session: HTTP ``status`` and its reason text."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after  # seconds, from a Retry-After header
+
+
+class OfferAnswerSession:
+    """One RTCPeerConnection negotiated by POSTing its offer to ``{url_base}/{path}/{stream}``.
+
+    Subclasses set ``path`` and ``error_class`` and add transceivers in
+    ``_add_transceivers``. ``on_state(state)`` is called on every change of
+    the peer connection's ``connectionState``.
+    """
+
+    path = ""
+    error_class: type[WhipError] = WhipError
+
+    def __init__(self, url_base: str, stream: str, token: str | None = None, *,
+                 ice_servers: list[RTCIceServer] | None = None,
+                 http_timeout: float = HTTP_TIMEOUT,
+                 http: aiohttp.ClientSession | None = None,
+                 on_state: Callable[[str], None] | None = None) -> None:
+        self.url = f"{url_base.rstrip('/')}/{self.path}/{quote(stream, safe='')}"
+        self.stream = stream
+        self.token = token
+        self.on_state = on_state
+        self.pc: RTCPeerConnection | None = None
+        self.location: str | None = None
+        self.answer_sdp: str | None = None
+        self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
+        self.codec: str | None = None  # negotiated video mime type, e.g. "video/H264"
+        self.video_payload_type: int | None = None
+        self._ice_servers = ice_servers or []  # aiortc's default is a public STUN server
+        self._timeout = aiohttp.ClientTimeout(total=http_timeout)
+        self._http = http
+        self._own_http = http is None
+        self._state_changed = asyncio.Event()
+        self._stopped = False
+
+    @property
+    def connection_state(self) -> str:
+        return self.pc.connectionState if self.pc else "new"
+
+    async def start(self):
+        """Negotiate the session; returns self. On failure everything is closed again."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            self._add_transceivers(self.pc)
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            self.answer_sdp, self.location = await self._post_offer(self.pc.localDescription.sdp)
+            await self.pc.setRemoteDescription(RTCSessionDescription(self.answer_sdp, "answer"))
+            self.codec, self.video_payload_type = _video_codec(self.answer_sdp)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """End the session: DELETE its Location (errors ignored) and close the connection."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.location and self._http:
+            await self._delete_location()
+        if self.pc:
+            await self.pc.close()
+        if self._own_http and self._http:
+            await self._http.close()
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until the connection is ``connected``; raises if it fails or times out."""
+        async with asyncio.timeout(timeout):
+            while self.connection_state != "connected":
+                if self.connection_state in ("failed", "closed"):
+                    raise ConnectionError(f"{self.url}: connection {self.connection_state}")
+                self._state_changed.clear()
+                await self._state_changed.wait()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    def _add_transceivers(self, pc: RTCPeerConnection) -> None:
+        raise NotImplementedError
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        logger.debug("%s: connection %s", self.url, state)
+        self._state_changed.set()
+        if self.on_state:
+            self.on_state(state)
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    async def _post_offer(self, offer_sdp: str) -> tuple[str, str]:
+        """POST the offer; returns (answer SDP, absolute Location URL)."""
+        self.posted_at = time.monotonic()
+        async with self._http.post(self.url, data=offer_sdp, timeout=self._timeout,
+                                   headers=self._headers("application/sdp")) as resp:
+            body = await resp.text()
+            if resp.status != 201:
+                raise self.error_class(resp.status, _reason(resp, body),
+                                       _retry_after(resp.headers.get("Retry-After")))
+            location = resp.headers.get("Location")
+            if not location:
+                raise self.error_class(resp.status, "answer without a Location header")
+            return body, urljoin(self.url, location)
+
+    async def _delete_location(self) -> None:
+        try:
+            async with self._http.delete(self.location, headers=self._headers(),
+                                         timeout=aiohttp.ClientTimeout(total=DELETE_TIMEOUT)):
+                pass
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.debug("DELETE %s failed: %r", self.location, exc)
+
+
+class WhipPublisher(OfferAnswerSession):
+    """Publishes ``tracks`` to ``POST {url_base}/whip/{stream}``.
+
+    ``video_codec`` ("h264", "vp8" or None for aiortc's default order) is
+    forced with codec preferences, RTX kept.
+    """
+
+    path = "whip"
+    error_class = WhipError
+
+    def __init__(self, url_base: str, stream: str, tracks: list[MediaStreamTrack],
+                 video_codec: str | None = "h264", token: str | None = None, **kwargs) -> None:
+        if video_codec is not None and video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video_codec must be one of {sorted(VIDEO_CODECS)} or None")
+        super().__init__(url_base, stream, token, **kwargs)
+        self.tracks = list(tracks)
+        self.video_codec = video_codec
+
+    def _add_transceivers(self, pc: RTCPeerConnection) -> None:
+        for track in self.tracks:
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if track.kind == "video" and self.video_codec:
+                transceiver.setCodecPreferences(video_codec_preferences(self.video_codec))
+
+
+def video_codec_preferences(name: str) -> list[RTCRtpCodecCapability]:
+    """aiortc's video codecs with mime type VIDEO_CODECS[name], then RTX.
+
+    For H264, packetization-mode=1 entries come first.
+    """
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    chosen = [c for c in codecs if c.mimeType.lower() == VIDEO_CODECS[name].lower()]
+    chosen.sort(key=lambda c: c.parameters.get("packetization-mode") != "1")
+    return chosen + [c for c in codecs if c.mimeType.lower() == "video/rtx"]
+
+
+def _video_codec(answer_sdp: str) -> tuple[str | None, int | None]:
+    """(mime type, payload type) of the first video codec in an answer."""
+    for media in SessionDescription.parse(answer_sdp).media:
+        if media.kind == "video" and media.rtp.codecs:
+            codec = media.rtp.codecs[0]
+            return codec.mimeType, codec.payloadType
+    return None, None
+
+
+def _reason(resp: aiohttp.ClientResponse, body: str) -> str:
+    """The server's explanation: a JSON error's message, else the body, else the status text."""
+    text = body.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for key in ("message", "error", "reason"):
+            if isinstance(data.get(key), str):
+                return data[key]
+    return text[:500] or (resp.reason or "")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
