@@ -68,7 +68,8 @@ async def open_page(browser):
         contexts.append(ctx)
         page = await ctx.new_page()
         tag = f"page{len(pages)}"
-        page.on("console", lambda m: logs.append(f"{tag} [{m.type}] {m.text}"))
+        page.on("console", lambda m: None if "favicon" in (m.location or {}).get("url", "")
+                else logs.append(f"{tag} [{m.type}] {m.text}"))
         page.on("pageerror", lambda e: logs.append(f"{tag} [pageerror] {e}"))
         pages.append(page)
         await page.goto(url)

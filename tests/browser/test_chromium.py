@@ -131,22 +131,29 @@ async def test_chromium_publishes_chromium_plays(node, open_page, codec):
 
 @pytest.mark.parametrize("codec", CODECS)
 async def test_chromium_publishes_python_plays(node, open_page, codec):
-    from unbroken.client.whep import WhepViewer
+    from unbroken.client.whep import WhepError, WhepViewer
 
     stream = stream_name(f"cp-{codec}")
     pub = await open_page(node.url + "/")
     await publish_in(pub, stream, codec)
 
-    async def start_viewer():
-        return await WhepViewer(node.url, stream).start()
-
-    viewer = await until(start_viewer, 10, "WhepViewer.start")  # 409 until the stream is live
+    viewer = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while viewer is None:
+        try:
+            viewer = await WhepViewer(node.url, stream).start()
+        except WhepError as exc:  # 409 until the publisher's media is flowing
+            if exc.status != 409 or loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
     try:
+        assert viewer.codec.lower() == f"video/{codec}", viewer.codec
         await viewer.wait_frames(5, 10)
-        before = viewer.stats()
-        await viewer.wait_frames(15, 10)
-        after = viewer.stats()
-        print("python viewer stats:", before, after)
+        first = viewer.frames
+        await viewer.wait_frames(first + 10, 5)
+        stats = viewer.stats()
+        assert stats["frames"] > first and stats["bytes"] > 0, stats
     finally:
         await viewer.stop()
 
@@ -226,6 +233,13 @@ async def test_cors_other_origin_publishes_and_plays(start_node, open_page, othe
     }""", {"url": node.url, "stream": stream_name("cors-bad")})
     assert err and err["status"] in (401, 403), err
     assert err["name"] == "UnbrokenError", err
+
+    # Not live: 409 with Retry-After, which must be exposed to a cross-origin script.
+    err = await page.evaluate("""async ({url, stream}) => {
+      try { await ub.play({url, stream, token: 's3cret'}); return null; }
+      catch (e) { return {status: e.status, retryAfter: e.retryAfter}; }
+    }""", {"url": node.url, "stream": stream_name("cors-nobody")})
+    assert err and err["status"] == 409 and err["retryAfter"] is not None, err
 
     # DELETE (preflighted) ends the sessions.
     await page.evaluate("async () => { for (const s of window.sessions) await s.stop(); window.sessions = []; }")
