@@ -11,7 +11,7 @@ import logging
 import types
 from collections.abc import Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import HeaderExtensionsMap
@@ -115,7 +115,7 @@ class PublisherPeer(Peer):
         await self.pc.setLocalDescription(answer)
         receivers: dict[str, TrackReceiver] = {}
         for t in transceivers:
-            media_codecs = [c for c in t._codecs if not is_rtx(c)]
+            media_codecs = [c for c in rtc_internals.negotiated_codecs(t) if not is_rtx(c)]
             if not media_codecs or t.currentDirection == "inactive":
                 continue
             receivers[t.kind] = self._tap(t, media_codecs)
@@ -165,15 +165,13 @@ class SubscriberPeer(Peer):
         for t in transceivers:
             wanted = stream_codecs.get(t.kind)
             if wanted is not None:
-                t.setCodecPreferences([
-                    c for c in RTCRtpSender.getCapabilities(t.kind).codecs
-                    if c.mimeType.lower() in (wanted.mimeType.lower(), f"{t.kind}/rtx")])
+                rtc_internals.restrict_answer_codecs(t, wanted.mimeType)
             t.direction = "sendonly"
             t.sender.replaceTrack(rtc_internals.SilentTrack(t.kind))
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         for t in transceivers:
-            media_codecs = [c for c in t._codecs if not is_rtx(c)]
+            media_codecs = [c for c in rtc_internals.negotiated_codecs(t) if not is_rtx(c)]
             wanted = stream_codecs.get(t.kind)
             if not media_codecs:
                 if wanted is not None:
@@ -191,13 +189,13 @@ class SubscriberPeer(Peer):
         return self.pc.localDescription.sdp
 
     def _downtrack(self, transceiver, codec: RTCRtpCodecParameters) -> DownTrack:
-        extensions = types.SimpleNamespace(headerExtensions=transceiver._headerExtensions)
+        extensions = types.SimpleNamespace(headerExtensions=rtc_internals.negotiated_header_extensions(transceiver))
         extensions_map = HeaderExtensionsMap()
         extensions_map.configure(extensions)
         profile = OutputProfile(
             codec.payloadType, transceiver.mid, extensions_map,
-            tuple((e.id, e.uri) for e in transceiver._headerExtensions))
-        rtx = next((c for c in transceiver._codecs
+            tuple((e.id, e.uri) for e in rtc_internals.negotiated_header_extensions(transceiver)))
+        rtx = next((c for c in rtc_internals.negotiated_codecs(transceiver)
                     if is_rtx(c) and c.parameters.get("apt") == codec.payloadType), None)
         sender = transceiver.sender
         kind = transceiver.kind

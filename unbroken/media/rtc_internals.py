@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import is_rtx
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
@@ -108,6 +109,28 @@ def set_sender_report_source(
 
 def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
     return sender._rtx_ssrc
+
+
+def restrict_answer_codecs(transceiver, mime_type: str) -> None:
+    """Answer only `mime_type` (and its RTX) on this transceiver.
+
+    aiortc intersects codecs when the offer is applied, before codec preferences
+    could be set, so the negotiated list is narrowed directly.
+    """
+    mime = mime_type.lower()
+    kept = [c for c in transceiver._codecs if c.mimeType.lower() == mime]
+    payload_types = {c.payloadType for c in kept}
+    transceiver._codecs = [c for c in transceiver._codecs
+                           if c.payloadType in payload_types
+                           or (is_rtx(c) and c.parameters.get("apt") in payload_types)]
+
+
+def negotiated_codecs(transceiver) -> list:
+    return transceiver._codecs
+
+
+def negotiated_header_extensions(transceiver) -> list:
+    return transceiver._headerExtensions
 
 
 class PacketWriter:
