@@ -43,7 +43,8 @@ class WhepViewer(OfferAnswerSession):
     ``counters``: framecode values of the last decoded frames (None when
     unreadable); ``arrivals``: their ``time.monotonic()``; ``first_frame_at``;
     ``audio_frames``; ``packets``/``bytes`` (RTP payload bytes, audio and
-    video); ``codec``: the negotiated video mime type.
+    video); ``codec``: the video mime type, from the answer and then from
+    the payload type of the packets received.
     ``on_frame(frame, counter)`` is called for each decoded video frame.
     """
 
@@ -128,12 +129,16 @@ class WhepViewer(OfferAnswerSession):
         async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
             self.packets += 1
             self.bytes += len(packet.payload)
+            if kind == "video":
+                mime = self.video_codecs.get(packet.payload_type)  # None for RTX
+                if mime is not None:
+                    self.codec = mime
+                    if packet.marker and not self.decode:
+                        self._video_frame_arrived(None)
+            elif not self.decode:
+                self.audio_frames += 1
             if self.decode:
                 await original(packet, arrival_time_ms)
-            elif kind == "audio":
-                self.audio_frames += 1
-            elif packet.marker and packet.payload_type == self.video_payload_type:
-                self._video_frame_arrived(None)
 
         return handle_rtp_packet
 

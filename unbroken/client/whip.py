@@ -39,13 +39,20 @@ VIDEO_CODECS = {"h264": "video/H264", "vp8": "video/VP8"}
 
 
 class WhipError(Exception):
-    """The server refused the session: HTTP ``status`` and its reason text."""
+    """The server refused the session.
 
-    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(f"HTTP {status}: {reason}")
+    ``status``: HTTP status; ``reason``: its explanation; ``code``: the
+    machine-readable ``error`` of a JSON error body ({"error": code,
+    "reason": text}), if any; ``retry_after``: seconds, from a Retry-After header.
+    """
+
+    def __init__(self, status: int, reason: str, retry_after: float | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(f"HTTP {status}{' ' + code if code else ''}: {reason}")
         self.status = status
         self.reason = reason
-        self.retry_after = retry_after  # seconds, from a Retry-After header
+        self.retry_after = retry_after
+        self.code = code
 
 
 class OfferAnswerSession:
@@ -72,8 +79,8 @@ class OfferAnswerSession:
         self.location: str | None = None
         self.answer_sdp: str | None = None
         self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
-        self.codec: str | None = None  # negotiated video mime type, e.g. "video/H264"
-        self.video_payload_type: int | None = None
+        self.video_codecs: dict[int, str] = {}  # answered video payload types -> mime type
+        self.codec: str | None = None  # video mime type, e.g. "video/H264"
         self._ice_servers = ice_servers or []  # aiortc's default is a public STUN server
         self._timeout = aiohttp.ClientTimeout(total=http_timeout)
         self._http = http
@@ -96,7 +103,8 @@ class OfferAnswerSession:
             await self.pc.setLocalDescription(await self.pc.createOffer())
             self.answer_sdp, self.location = await self._post_offer(self.pc.localDescription.sdp)
             await self.pc.setRemoteDescription(RTCSessionDescription(self.answer_sdp, "answer"))
-            self.codec, self.video_payload_type = _video_codec(self.answer_sdp)
+            self.video_codecs = _video_codecs(self.answer_sdp)
+            self.codec = next(iter(self.video_codecs.values()), None)
         except BaseException:
             await self.stop()
             raise
@@ -154,8 +162,9 @@ class OfferAnswerSession:
                                    headers=self._headers("application/sdp")) as resp:
             body = await resp.text()
             if resp.status != 201:
-                raise self.error_class(resp.status, _reason(resp, body),
-                                       _retry_after(resp.headers.get("Retry-After")))
+                code, reason = _error_body(body)
+                raise self.error_class(resp.status, reason or resp.reason or "",
+                                       _retry_after(resp.headers.get("Retry-After")), code)
             location = resp.headers.get("Location")
             if not location:
                 raise self.error_class(resp.status, "answer without a Location header")
@@ -206,27 +215,27 @@ def video_codec_preferences(name: str) -> list[RTCRtpCodecCapability]:
     return chosen + [c for c in codecs if c.mimeType.lower() == "video/rtx"]
 
 
-def _video_codec(answer_sdp: str) -> tuple[str | None, int | None]:
-    """(mime type, payload type) of the first video codec in an answer."""
+def _video_codecs(answer_sdp: str) -> dict[int, str]:
+    """Payload type -> mime type of the video codecs (RTX left out) in an answer, in order."""
     for media in SessionDescription.parse(answer_sdp).media:
-        if media.kind == "video" and media.rtp.codecs:
-            codec = media.rtp.codecs[0]
-            return codec.mimeType, codec.payloadType
-    return None, None
+        if media.kind == "video":
+            return {c.payloadType: c.mimeType for c in media.rtp.codecs
+                    if c.mimeType.lower() != "video/rtx"}
+    return {}
 
 
-def _reason(resp: aiohttp.ClientResponse, body: str) -> str:
-    """The server's explanation: a JSON error's message, else the body, else the status text."""
+def _error_body(body: str) -> tuple[str | None, str]:
+    """(code, reason) from a JSON error body, else (None, the body text)."""
     text = body.strip()
     try:
         data = json.loads(text)
     except ValueError:
-        data = None
-    if isinstance(data, dict):
-        for key in ("message", "error", "reason"):
-            if isinstance(data.get(key), str):
-                return data[key]
-    return text[:500] or (resp.reason or "")
+        return None, text[:500]
+    if not isinstance(data, dict):
+        return None, text[:500]
+    code = data.get("error")
+    reason = data.get("reason") or data.get("message") or ""
+    return (code if isinstance(code, str) else None), str(reason)
 
 
 def _retry_after(value: str | None) -> float | None:
