@@ -63,8 +63,22 @@ class Stream:
         self.source = source
         for kind, receiver in source.receivers.items():
             receiver.on_packet = self._forwarder(kind, source)
-            receiver.on_codec_change = lambda codec: self._emit("codec")
+            receiver.on_codec_change = lambda codec: self._drop_mismatched_codecs()
         self._emit("active")
+        self._drop_mismatched_codecs()
+
+    def _drop_mismatched_codecs(self) -> None:
+        """Stop feeding subscriber tracks negotiated for another codec than the source's;
+        the "codec" event tells their owners to renegotiate."""
+        changed = False
+        for kind, codec in self.codecs().items():
+            mime = codec.mimeType.lower()
+            kept = tuple(t for t in self._downtracks[kind] if t.mime == mime)
+            if len(kept) != len(self._downtracks[kind]):
+                self._downtracks[kind] = kept
+                changed = True
+        if changed:
+            self._emit("codec")
 
     def detach(self, source: Source) -> None:
         if self.source is not source:

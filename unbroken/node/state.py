@@ -153,11 +153,11 @@ class NodeState:
             for session in self._subscribers(stream):
                 session.events.push(event)
         elif event == "codec":
-            # the publisher switched codec: viewers negotiated the old one must renegotiate
+            # the publisher's codec changed: viewers negotiated for the old one renegotiate
+            codecs = stream.codecs()
             for session in self._subscribers(stream):
-                tracks = session.peer.downtracks.values()
-                if any(t.mime != stream.codecs().get(t.kind).mimeType.lower()
-                       for t in tracks if stream.codecs().get(t.kind)):
+                if any(kind in codecs and t.mime != codecs[kind].mimeType.lower()
+                       for kind, t in session.peer.downtracks.items()):
                     session.events.push("reconnect", {"reason": "codec changed"})
                     asyncio.ensure_future(self.end(session, "codec changed"))
 
