@@ -7,6 +7,7 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -201,8 +202,11 @@ PAGE = "<!doctype html><title>elsewhere</title><p>another origin</p>"
 @pytest_asyncio.fixture(loop_scope="session")
 async def other_origin():
     """A trivial site on another port (another origin) serving a page and a copy of /web/."""
+    async def index(_request):
+        return web.Response(text=PAGE, content_type="text/html")
+
     app = web.Application()
-    app.router.add_get("/", lambda _: web.Response(text=PAGE, content_type="text/html"))
+    app.router.add_get("/", index)
     app.router.add_static("/web/", WEB_DIR)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -241,10 +245,19 @@ async def test_cors_other_origin_publishes_and_plays(start_node, open_page, othe
     }""", {"url": node.url, "stream": stream_name("cors-nobody")})
     assert err and err["status"] == 409 and err["retryAfter"] is not None, err
 
-    # DELETE (preflighted) ends the sessions.
+    # DELETE (preflighted, with Authorization) ends both sessions on the node.
+    async def sessions():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{node.url}/api/v1/sessions",
+                                headers={"Authorization": "Bearer s3cret"}) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+        return sorted(s["kind"] for s in body["sessions"] if s["stream"] == stream)
+
+    assert len(await sessions()) == 2
     await page.evaluate("async () => { for (const s of window.sessions) await s.stop(); window.sessions = []; }")
-    state = await page.evaluate("() => window.pub.pc.connectionState")
-    assert state == "closed"
+    assert await page.evaluate("() => window.pub.pc.connectionState") == "closed"
+    assert await sessions() == []
 
 
 # --- errors and the demo page -----------------------------------------------------------
