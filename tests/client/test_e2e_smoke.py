@@ -74,3 +74,17 @@ async def test_stopped_publisher_ends_the_stream(node):
             assert refused.status == 409
             return
     pytest.fail("stream still live after its publisher sent DELETE")
+
+
+async def test_sources_outlive_a_session_and_the_viewer_keeps_playing(node):
+    stream = stream_name()
+    video = TestPatternVideoTrack()
+    publisher = await WhipPublisher(node.url, stream, [video], video_codec="vp8").start()
+    async with WhepViewer(node.url, stream, audio=False) as viewer:
+        await viewer.wait_frames(15, timeout=5)
+        await publisher.stop()
+        assert video.readyState == "live"
+        async with WhipPublisher(node.url, stream, [video], video_codec="vp8"):
+            await viewer.wait_frames(viewer.frames + 15, timeout=5)
+        counters = list(viewer.counters)
+        assert counters == sorted(counters) and counters[-1] > 15

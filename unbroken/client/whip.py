@@ -28,6 +28,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
 
@@ -183,7 +184,9 @@ class WhipPublisher(OfferAnswerSession):
     """Publishes ``tracks`` to ``POST {url_base}/whip/{stream}``.
 
     ``video_codec`` ("h264", "vp8" or None for aiortc's default order) is
-    forced with codec preferences, RTX kept.
+    forced with codec preferences, RTX kept. The tracks outlive the session:
+    each is sent through a ``SessionTrack`` (aiortc stops a sender's track when
+    the connection closes), so the same sources can be published again.
     """
 
     path = "whip"
@@ -199,9 +202,23 @@ class WhipPublisher(OfferAnswerSession):
 
     def _add_transceivers(self, pc: RTCPeerConnection) -> None:
         for track in self.tracks:
-            transceiver = pc.addTransceiver(track, direction="sendonly")
+            transceiver = pc.addTransceiver(SessionTrack(track), direction="sendonly")
             if track.kind == "video" and self.video_codec:
                 transceiver.setCodecPreferences(video_codec_preferences(self.video_codec))
+
+
+class SessionTrack(MediaStreamTrack):
+    """Passes a source track's frames to one session; stopping it leaves the source live."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
 
 
 def video_codec_preferences(name: str) -> list[RTCRtpCodecCapability]:
