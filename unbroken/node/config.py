@@ -31,8 +31,14 @@ class NodeConfig:
         values: dict = {}
         if path:
             with open(path, "rb") as f:
-                data = tomllib.load(f)
-            values.update(data.get("node", data))
+                try:
+                    data = tomllib.load(f)
+                except tomllib.TOMLDecodeError as exc:
+                    raise ValueError(f"{path}: {exc}") from None
+            table = data.get("node", data)
+            if not isinstance(table, dict):
+                raise ValueError(f"{path}: [node] must be a table")
+            values.update(table)
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
@@ -43,9 +49,26 @@ class NodeConfig:
         return config
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _TYPES[f.type]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"{f.name} must be of type {f.type}, not {value!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("log_level must be debug, info, warning or error")
+        if self.max_sessions < 1 or self.max_body_bytes < 1:
+            raise ValueError("max_sessions and max_body_bytes must be positive")
+        if self.retry_after < 0 or self.drain_timeout < 0:
+            raise ValueError("retry_after and drain_timeout must not be negative")
         if self.on_publisher_conflict not in ("reject", "replace"):
             raise ValueError("on_publisher_conflict must be 'reject' or 'replace'")
         if not 0.1 <= self.media_timeout <= 60:
             raise ValueError("media_timeout must be between 0.1 and 60 seconds")
         if self.connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
+
+
+# field annotation -> accepted Python types (TOML integers are fine for float settings)
+_TYPES = {"str": str, "int": int, "float": (int, float)}
