@@ -8,7 +8,7 @@ import math
 import time
 
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
@@ -48,7 +48,7 @@ class Pacer:
         return self._next - self._start
 
 
-class TestPatternVideoTrack(MediaStreamTrack):
+class TestPatternVideoTrack(VideoStreamTrack):
     """Moving colour pattern with the frame index (mod 65536) drawn as a frame counter.
 
     ``stall()`` makes ``recv()`` block (no frames, like a stalled encoder) until
@@ -57,7 +57,6 @@ class TestPatternVideoTrack(MediaStreamTrack):
     """
 
     __test__ = False  # not a pytest test class
-    kind = "video"
 
     def __init__(self, width: int = 640, height: int = 360, fps: float = 30) -> None:
         super().__init__()
@@ -85,14 +84,18 @@ class TestPatternVideoTrack(MediaStreamTrack):
         super().stop()
         self._running.set()  # wake a blocked recv() so it sees the track ended
 
-    async def recv(self) -> VideoFrame:
-        await self._running.wait()
+    async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
+        """The next frame's pts at ``fps``, after waiting for its time."""
         if self.readyState != "live":
             raise MediaStreamError
         elapsed = await self._pacer.tick()
+        return round(elapsed * VIDEO_CLOCK_RATE), VIDEO_TIME_BASE
+
+    async def recv(self) -> VideoFrame:
+        await self._running.wait()
+        frame_pts, time_base = await self.next_timestamp()
         frame = self._draw(self.frames_sent)
-        frame.pts = round(elapsed * VIDEO_CLOCK_RATE)
-        frame.time_base = VIDEO_TIME_BASE
+        frame.pts, frame.time_base = frame_pts, time_base
         self.frames_sent += 1
         return frame
 

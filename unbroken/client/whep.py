@@ -3,7 +3,8 @@
 With ``decode=True`` aiortc decodes the media and every video frame's counter
 (see ``framecode``) is read. With ``decode=False`` (a load viewer for
 benchmarks) nothing is depayloaded or decoded: RTP packets are only counted,
-video frames by the RTP marker bit.
+video frames by the RTP marker bit; such a viewer sends no receiver reports,
+NACKs or PLIs.
 
 Both modes count packets through a private aiortc hook: the
 ``RTCRtpReceiver._handle_rtp_packet`` coroutine, which ``RTCDtlsTransport``
@@ -32,8 +33,7 @@ HISTORY = 2000  # counters and arrival times kept
 
 
 class WhepError(WhipError):
-    """The server refused playback; ``retry_after`` (seconds) is set when it said when to retry
-    (409 while the stream is not live)."""
+    """The server refused playback (409 + Retry-After while the stream is not live)."""
 
 
 class WhepViewer(OfferAnswerSession):
