@@ -8,6 +8,10 @@ import sys
 
 def _node_parser(sub) -> None:
     p = sub.add_parser("node", help="run a media node (WHIP ingest, WHEP playback)")
+    _node_options(p)
+
+
+def _node_options(p) -> None:
     p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
     p.add_argument("--token", help="Bearer token required on WHIP/WHEP/API requests")
@@ -23,23 +27,44 @@ def _node_parser(sub) -> None:
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
 
 
+def _up_parser(sub) -> None:
+    p = sub.add_parser("up", help="run a node with a live test-pattern stream to watch")
+    _node_options(p)
+    p.add_argument("--stream", default="demo", help="stream name (default demo)")
+    p.add_argument("--codec", choices=["h264", "vp8"], default="vp8",
+                   help="test pattern video codec (default vp8)")
+
+
+def _node_config(args, command: str):
+    from unbroken.node.config import NodeConfig
+
+    try:
+        return NodeConfig.load(
+            args.config, host=args.host, port=args.port, token=args.token,
+            media_timeout=args.media_timeout, connect_timeout=args.connect_timeout,
+            on_publisher_conflict=args.on_publisher_conflict,
+            drain_timeout=args.drain_timeout, log_level=args.log_level)
+    except (ValueError, OSError) as exc:
+        sys.exit(f"unbroken {command}: {exc}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="unbroken", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _node_parser(sub)
+    _up_parser(sub)
     args = parser.parse_args(argv)
+    from unbroken.node.logs import setup_logging
+
+    config = _node_config(args, args.command)
+    setup_logging(config.log_level, args.command)
     if args.command == "node":
-        from unbroken.node.config import NodeConfig
-        from unbroken.node.logs import setup_logging
         from unbroken.node.server import run
 
-        try:
-            config = NodeConfig.load(
-                args.config, host=args.host, port=args.port, token=args.token,
-                media_timeout=args.media_timeout, connect_timeout=args.connect_timeout,
-                on_publisher_conflict=args.on_publisher_conflict,
-                drain_timeout=args.drain_timeout, log_level=args.log_level)
-        except (ValueError, OSError) as exc:
-            sys.exit(f"unbroken node: {exc}")
-        setup_logging(config.log_level, "node")
         run(config)
+    elif args.command == "up":
+        import asyncio
+
+        from unbroken.up import up
+
+        asyncio.run(up(config, args.stream, args.codec))

@@ -1,0 +1,95 @@
+"""Node process lifecycle: clean SIGTERM, and failing clients that must not hurt others."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import aiohttp
+import pytest
+
+from unbroken.client.testsrc import TestPatternVideoTrack, ToneAudioTrack
+from unbroken.client.whep import WhepViewer
+from unbroken.client.whip import WhipPublisher
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_sigterm_drains_and_closes_sessions_cleanly(start_node):
+    node = start_node("--drain-timeout", "1")
+    pub = await WhipPublisher(node.url, "bye", tracks=[TestPatternVideoTrack()],
+                              video_codec="vp8").start()
+    viewer = await WhepViewer(node.url, "bye").start()
+    await viewer.wait_frames(5, 10)
+    events = []
+
+    async def read_events():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(viewer.location + "/events") as r:
+                async for line in r.content:
+                    if line.startswith(b"event:"):
+                        events.append(line.decode().split(":", 1)[1].strip())
+
+    reader = asyncio.create_task(read_events())
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    node.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(node.proc.wait, 10)
+    took = time.monotonic() - started
+    await asyncio.wait_for(reader, 5)
+    assert code == 0
+    assert took < 5, took
+    assert "reconnect" in events  # viewers were told to go elsewhere while draining
+    lines = [json.loads(line) for line in node.log().splitlines() if line.startswith("{")]
+    messages = [line["msg"] for line in lines]
+    assert "draining" in messages and "node stopped" in messages
+    closed = [line for line in lines if line["msg"] == "session closed"]
+    assert len(closed) == 2
+    await viewer.stop()
+    await pub.stop()
+
+
+VIEWER_SCRIPT = textwrap.dedent("""
+    import asyncio, sys
+    from unbroken.client.whep import WhepViewer
+    async def main():
+        v = await WhepViewer(sys.argv[1], sys.argv[2], decode=False).start()
+        await v.wait_frames(10, 10)
+        print("playing", flush=True)
+        await asyncio.sleep(60)
+    asyncio.run(main())
+""")
+
+
+async def test_killed_viewers_do_not_disturb_the_publisher_or_other_viewers(node):
+    source = TestPatternVideoTrack()
+    pub = await WhipPublisher(node.url, "robust", tracks=[source, ToneAudioTrack()],
+                              video_codec="vp8").start()
+    viewer = await WhepViewer(node.url, "robust").start()
+    doomed = [subprocess.Popen([sys.executable, "-c", VIEWER_SCRIPT, node.url, "robust"],
+                               stdout=subprocess.PIPE, env=dict(os.environ))
+              for _ in range(3)]
+    try:
+        for proc in doomed:
+            line = await asyncio.to_thread(proc.stdout.readline)
+            assert line.strip() == b"playing"
+        await viewer.wait_frames(10, 10)
+        for proc in doomed:
+            proc.kill()  # no DELETE, no DTLS close: the path just goes dead
+        before = viewer.frames
+        await asyncio.sleep(3)
+        assert viewer.frames - before >= 75  # ~30 fps all along
+        assert viewer.fps() >= 25
+        async with aiohttp.ClientSession() as http:
+            async with http.get(node.url + "/healthz") as r:
+                assert r.status == 200
+    finally:
+        for proc in doomed:
+            proc.kill()
+            proc.wait()
+        await viewer.stop()
+        await pub.stop()
