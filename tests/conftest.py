@@ -36,8 +36,8 @@ class NodeProcess:
         cmd = [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
                "--port", str(self.port), *self.args]
         self.log_path = f"/tmp/unbroken-node-{self.port}.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
