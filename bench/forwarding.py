@@ -1,0 +1,308 @@
+"""Forwarding cost: server CPU per forwarded RTP packet, and subscribers per core.
+
+    python bench/forwarding.py [--quick]
+
+One publisher (VP8 test pattern, 640x360 at 30 fps, encoder pinned to 1 Mbps)
+sends to the server; one decoding viewer checks the picture (fps and advancing
+frame counters) while N load viewers, which only count packets and frames, are
+added step by step. At each step, after every viewer got its first frame, the
+server process's CPU time (/proc/<pid>/stat) and the packets it sent to play
+sessions (its /api/v1/sessions) are sampled over a fixed window:
+
+    µs per forwarded packet = server CPU seconds / packets forwarded
+    marginal µs per packet  = slope of server CPU against packets/s across the steps
+    subscribers per core    = 1 / (marginal CPU of one subscriber's packets/s)
+
+The unbroken node and the MediaRelay baseline (bench/relay_baseline.py: decode
+once, encode per viewer) are measured the same way, one after the other. Figures
+go to stdout as one JSON object (also bench/results/forwarding.json, or
+forwarding.quick.json with --quick); the tables go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import aiohttp
+
+from _harness import Agent, Server, machine, table, write_results
+
+STREAM = "bench"
+SIZE = "640x360"
+FPS = 30
+BITRATE = 1_000_000
+MIN_FPS = 29.0  # target: every viewer
+TARGET_US_PER_PACKET = 20.0
+VIEWERS_PER_AGENT = 16  # load viewers per process
+SETTLE = 1.0  # seconds between the last first frame and the window
+
+FULL = {"node": [1, 2, 4, 8, 16, 32, 64], "baseline": [1, 2, 4, 8], "window": 8.0}
+QUICK = {"node": [1, 4], "baseline": [1], "window": 3.0}
+# the baseline stops adding viewers once its decoding viewer drops below this
+BASELINE_GIVE_UP_FPS = 15.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class Setup:
+    """A server with its publisher, decoding viewer and load viewers, each in a process."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.label = server.name
+        self.publisher = Agent(f"{self.label}-publisher",
+                               ["publish", server.url, STREAM, "--codec", "vp8",
+                                "--size", SIZE, "--fps", str(FPS), "--bitrate", str(BITRATE)])
+        self.decoder = Agent(f"{self.label}-decoding-viewer",
+                             ["view", server.url, STREAM, "--decode"])
+        self.loads: list[Agent] = []
+        self.load_viewers = 0
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.publisher.start()
+        await self.decoder.start()
+
+    async def add_load_viewers(self, count: int) -> None:
+        """Add ``count`` load viewers, in processes of at most VIEWERS_PER_AGENT."""
+        new = []
+        while count > 0:
+            size = min(count, VIEWERS_PER_AGENT)
+            name = f"{self.label}-load-{len(self.loads) + len(new)}"
+            new.append(Agent(name, ["view", self.server.url, STREAM, "--count", str(size)]))
+            count -= size
+        self.loads += new
+        await asyncio.gather(*(agent.start() for agent in new))
+        self.load_viewers += sum(int(a.args[-1]) for a in new)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(a.stop() for a in self.loads + [self.decoder, self.publisher]),
+                             return_exceptions=True)
+        await self.server.stop()
+
+    async def sample(self, http: aiohttp.ClientSession) -> dict:
+        agents = [self.publisher, self.decoder, *self.loads]
+        sample = {"t": time.monotonic(), "server_cpu": self.server.cpu(),
+                  "machine": machine_busy()}
+        sample["sent"] = await self.server.forwarded_packets(http)
+        sample["snaps"] = await asyncio.gather(*(a.snap() for a in agents))
+        return sample
+
+    async def measure(self, http: aiohttp.ClientSession, window: float) -> dict:
+        start = await self.sample(http)
+        await asyncio.sleep(window)
+        end = await self.sample(http)
+        return self.row(start, end)
+
+    def row(self, a: dict, b: dict) -> dict:
+        wall = b["t"] - a["t"]
+        cpu = b["server_cpu"] - a["server_cpu"]
+        packets = b["sent"][0] - a["sent"][0]
+        octets = b["sent"][1] - a["sent"][1]
+        pub_a, dec_a, *loads_a = a["snaps"]
+        pub_b, dec_b, *loads_b = b["snaps"]
+        busy = b["machine"][0] - a["machine"][0]
+        total = b["machine"][1] - a["machine"][1]
+
+        def fps(snap_a: dict, snap_b: dict, i: int) -> float:
+            frames = snap_b["viewers"][i]["frames"] - snap_a["viewers"][i]["frames"]
+            return frames / (snap_b["t"] - snap_a["t"])
+
+        load_fps = [fps(sa, sb, i) for sa, sb in zip(loads_a, loads_b)
+                    for i in range(len(sb["viewers"]))]
+        load_packets = sum(v["packets"] for s in loads_b for v in s["viewers"]) - \
+            sum(v["packets"] for s in loads_a for v in s["viewers"])
+        pub_dt = pub_b["t"] - pub_a["t"]
+        counters = dec_b["viewers"][0]["counters"]  # frames decoded since the first sample
+        return {
+            "load_viewers": self.load_viewers,
+            "subscribers": self.load_viewers + 1,
+            "window_s": round(wall, 2),
+            "server_cpu_pct": round(100 * cpu / wall, 1),
+            "packets_per_s": round(packets / wall, 1),
+            "forwarded_mbps": round(octets * 8 / wall / 1e6, 2),
+            "us_per_packet": round(1e6 * cpu / packets, 1) if packets else None,
+            "publisher_kbps": round((pub_b["video"]["bytes"] - pub_a["video"]["bytes"])
+                                    * 8 / pub_dt / 1000, 1),
+            "publisher_fps": round((pub_b["frames_sent"] - pub_a["frames_sent"]) / pub_dt, 1),
+            "decoding_viewer_fps": round(fps(dec_a, dec_b, 0), 1),
+            "decoding_viewer_counters": counters,
+            "counters_ok": counters["decoded"] > 0 and counters["unreadable"] == 0
+            and counters["backwards"] == 0 and counters["in_order"] >= counters["decoded"] - 2,
+            "load_viewer_fps_min": round(min(load_fps), 1) if load_fps else None,
+            "load_viewers_below_min_fps": sum(1 for f in load_fps if f < MIN_FPS),
+            "load_viewer_packets_received": load_packets,
+            "harness_cpu_pct": round(100 * (viewers_cpu(b) - viewers_cpu(a)) / wall, 1),
+            "publisher_cpu_pct": round(100 * (pub_b["cpu"] - pub_a["cpu"]) / pub_dt, 1),
+            "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+        }
+
+
+def viewers_cpu(sample: dict) -> float:
+    """CPU seconds of the viewer processes (decoding and load) at a sample."""
+    return sum(snap["cpu"] for snap in sample["snaps"][1:])
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Marginal cost from the slope of server CPU (cores) against packets/s."""
+    for prev, row in zip(rows, rows[1:]):
+        d_pps = row["packets_per_s"] - prev["packets_per_s"]
+        d_cpu = (row["server_cpu_pct"] - prev["server_cpu_pct"]) / 100
+        row["marginal_us_per_packet"] = round(1e6 * d_cpu / d_pps, 1) if d_pps > 0 else None
+    if not rows:
+        return {}
+    last = rows[-1]
+    summary = {"max_subscribers": last["subscribers"],
+               "us_per_packet_at_max": last["us_per_packet"],
+               "all_viewers_min_fps": all(r["decoding_viewer_fps"] >= MIN_FPS
+                                          and r["load_viewers_below_min_fps"] == 0
+                                          for r in rows),
+               "picture_ok": all(r["counters_ok"] for r in rows)}
+    if len(rows) >= 2:
+        xs = [r["packets_per_s"] for r in rows]
+        ys = [r["server_cpu_pct"] / 100 for r in rows]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / \
+            sum((x - mx) ** 2 for x in xs)
+        per_subscriber_pps = last["packets_per_s"] / last["subscribers"]
+        core_per_subscriber = slope * per_subscriber_pps
+        summary.update({
+            "marginal_us_per_packet": round(1e6 * slope, 1),
+            "fixed_cpu_pct": round(100 * (my - slope * mx), 1),
+            "packets_per_s_per_subscriber": round(per_subscriber_pps, 1),
+            "cpu_pct_per_subscriber": round(100 * core_per_subscriber, 3),
+            "subscribers_per_core": round(1 / core_per_subscriber) if slope > 0 else None,
+        })
+    return summary
+
+
+async def run_server(server: Server, steps: list[int], window: float,
+                     give_up_fps: float | None = None) -> dict:
+    setup = Setup(server)
+    rows: list[dict] = []
+    stopped_early = None
+    log(f"{server.name}: starting")
+    try:
+        await setup.start()
+        async with aiohttp.ClientSession() as http:
+            for n in steps:
+                await setup.add_load_viewers(n - setup.load_viewers)
+                await asyncio.sleep(SETTLE)
+                row = await setup.measure(http, window)
+                rows.append(row)
+                log(f"{server.name}: N={n:3d}  cpu {row['server_cpu_pct']:6.1f}%  "
+                    f"{row['packets_per_s']:8.1f} pkt/s  {row['us_per_packet']} µs/pkt  "
+                    f"decoding viewer {row['decoding_viewer_fps']} fps")
+                if give_up_fps is not None and row["decoding_viewer_fps"] < give_up_fps:
+                    stopped_early = (f"decoding viewer at {row['decoding_viewer_fps']} fps "
+                                     f"< {give_up_fps}: server saturated")
+                    break
+    finally:
+        await setup.stop()
+    result = {"rows": rows, "summary": summarize(rows)}
+    if stopped_early:
+        result["stopped_early"] = stopped_early
+    return result
+
+
+COLUMNS = [("load_viewers", "N"), ("subscribers", "subs"), ("server_cpu_pct", "cpu%"),
+           ("packets_per_s", "pkt/s"), ("forwarded_mbps", "Mbit/s"),
+           ("us_per_packet", "µs/pkt"), ("marginal_us_per_packet", "marg µs/pkt"),
+           ("decoding_viewer_fps", "dec fps"), ("counters_ok", "picture ok"),
+           ("load_viewer_fps_min", "min load fps"), ("publisher_kbps", "pub kbit/s"),
+           ("harness_cpu_pct", "viewers cpu%"), ("machine_busy_pct", "machine busy%")]
+
+
+def report(results: dict) -> str:
+    out = [f"forwarding: VP8 {SIZE} {FPS} fps, encoder at {BITRATE // 1000} kbit/s, "
+           f"{results['config']['window_s']} s windows; N load viewers + 1 decoding viewer; "
+           f"target ≤ {TARGET_US_PER_PACKET:g} µs/packet, every viewer ≥ {MIN_FPS:g} fps"]
+    for name in ("node", "baseline"):
+        part = results[name]
+        out += ["", f"{name}:", table(COLUMNS, part["rows"])]
+        s = part["summary"]
+        if "marginal_us_per_packet" in s:
+            out.append(f"  fit: {s['marginal_us_per_packet']} µs per packet marginal "
+                       f"+ {s['fixed_cpu_pct']}% fixed; {s['cpu_pct_per_subscriber']}% cpu "
+                       f"per subscriber ({s['packets_per_s_per_subscriber']} pkt/s) → "
+                       f"{s['subscribers_per_core']} subscribers per core")
+        if s:
+            out.append(f"  at {s['max_subscribers']} subscribers: {s['us_per_packet_at_max']}"
+                       f" µs/packet; every viewer ≥ {MIN_FPS:g} fps: {s['all_viewers_min_fps']};"
+                       f" picture ok: {s['picture_ok']}")
+        if part.get("stopped_early"):
+            out.append(f"  stopped early: {part['stopped_early']}")
+    if "comparison" in results:
+        out += ["", "comparison: " + ", ".join(f"{k} {v}" for k, v in
+                                              results["comparison"].items())]
+    return "\n".join(out)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run (~30 s)")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    results = {
+        "benchmark": "forwarding",
+        "quick": args.quick,
+        "config": {"codec": "vp8", "size": SIZE, "fps": FPS, "encoder_bitrate": BITRATE,
+                   "window_s": plan["window"], "node_steps": plan["node"],
+                   "baseline_steps": [] if args.skip_baseline else plan["baseline"],
+                   "decoding_viewers": 1},
+        "target": {"us_per_packet": TARGET_US_PER_PACKET, "min_fps": MIN_FPS},
+        "machine": machine(),
+    }
+    started = time.monotonic()
+    results["node"] = await run_server(Server.node(), plan["node"], plan["window"])
+    if args.skip_baseline:
+        results["baseline"] = {"rows": [], "summary": {}}
+    else:
+        results["baseline"] = await run_server(Server.baseline(), plan["baseline"],
+                                               plan["window"], BASELINE_GIVE_UP_FPS)
+    results["comparison"] = compare(results["node"], results["baseline"])
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    path = write_results("forwarding", results, args.quick)
+    log(report(results))
+    log(f"\nwritten to {path}")
+    print(json.dumps(results))
+
+
+def compare(node: dict, baseline: dict) -> dict:
+    """Node against baseline at the largest N both measured."""
+    base_rows = {r["load_viewers"]: r for r in baseline["rows"]}
+    common = [r for r in node["rows"] if r["load_viewers"] in base_rows]
+    if not common:
+        return {}
+    n = common[-1]
+    b = base_rows[n["load_viewers"]]
+    out = {"at_load_viewers": n["load_viewers"],
+           "cpu_ratio_baseline_to_node": round(b["server_cpu_pct"] / n["server_cpu_pct"], 1)
+           if n["server_cpu_pct"] else None}
+    if n["us_per_packet"] and b["us_per_packet"]:
+        out["us_per_packet_ratio"] = round(b["us_per_packet"] / n["us_per_packet"], 1)
+    ns, bs = node["summary"], baseline["summary"]
+    if ns.get("subscribers_per_core") and bs.get("subscribers_per_core"):
+        out["subscribers_per_core"] = {"node": ns["subscribers_per_core"],
+                                       "baseline": bs["subscribers_per_core"]}
+    return out
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
