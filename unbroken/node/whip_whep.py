@@ -2,7 +2,7 @@
 
 Both follow one resource model: POST an SDP offer to /{whip|whep}/{stream},
 get 201 + answer + Location of the session resource; PATCH it with a trickle-ICE
-fragment; DELETE it to end the session. WHEP sessions also offer server-sent
+fragment; DELETE it to end the session. Sessions of both also offer server-sent
 events (active, inactive, reconnect, viewercount), advertised in a Link header.
 """
 
@@ -33,6 +33,7 @@ log = logging.getLogger("unbroken.node.http")
 
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 SSE_KEEPALIVE = 10.0
+SSE_MIN_KEEPALIVE_MS = 100
 KIND_OF_PATH = {"whip": "publish", "whep": "play"}
 
 
@@ -89,7 +90,7 @@ async def whip_post(request: web.Request) -> web.Response:
                         f"stream {name!r} already has a live publisher") from None
     except NegotiationError as exc:
         raise HttpError(exc.status, "negotiation_failed", exc.reason) from None
-    return _created(session, "whip")
+    return _created(session, "whip", {"Link": _events_link("whip", session)})
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -101,9 +102,7 @@ async def whep_post(request: web.Request) -> web.Response:
         raise HttpError(409, "not_live", f"stream {name!r} is not live", retry) from None
     except NegotiationError as exc:
         raise HttpError(exc.status, "negotiation_failed", exc.reason) from None
-    events = f"/whep/{name}/{session.id}/events"
-    link = f'<{events}>; rel="{SSE_REL}"; events="{",".join(WHEP_EVENTS)}"'
-    return _created(session, "whep", {"Link": link})
+    return _created(session, "whep", {"Link": _events_link("whep", session)})
 
 
 def session_handlers(path_kind: str):
@@ -125,13 +124,14 @@ def session_handlers(path_kind: str):
             raise HttpError(422, "ice_restart_unsupported",
                             "ICE restart is not supported; create a new session")
         for mid, line in frag.candidates:
-            try:
+            try:  # aiortc's candidate parser asserts or raises on malformed fields
                 candidate = candidate_from_sdp(line.split(":", 1)[1])
-            except (ValueError, IndexError):
-                raise HttpError(400, "bad_candidate", f"malformed candidate: {line[:80]!r}")
-            candidate.sdpMid = mid
-            candidate.sdpMLineIndex = None if mid is not None else 0
-            await session.peer.pc.addIceCandidate(candidate)
+                candidate.sdpMid = mid
+                candidate.sdpMLineIndex = None if mid is not None else 0
+                await session.peer.pc.addIceCandidate(candidate)
+            except (ValueError, IndexError, AssertionError):
+                raise HttpError(400, "bad_candidate",
+                                f"malformed candidate: {line[:80]!r}") from None
         return web.Response(status=204)
 
     async def delete(request: web.Request) -> web.Response:
@@ -153,11 +153,16 @@ async def options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-async def whep_events_subscribe(request: web.Request) -> web.Response:
+def _events_link(path_kind: str, session: Session) -> str:
+    events = f"{_location(path_kind, session)}/events"
+    return f'<{events}>; rel="{SSE_REL}"; events="{",".join(WHEP_EVENTS)}"'
+
+
+async def events_subscribe(request: web.Request) -> web.Response:
     """POST a JSON list of event names to subscribe to; 201 + Location of the stream."""
     state = state_of(request)
     check_token(request, state.config.token)
-    session = _session(request, "whep")
+    session = _session(request, request.match_info["kind"])
     try:
         wanted = json.loads(await read_text(request, "application/json", 4096))
     except ValueError:
@@ -171,23 +176,45 @@ async def whep_events_subscribe(request: web.Request) -> web.Response:
     return web.Response(status=201, headers={"Location": request.path})
 
 
-async def whep_events_stream(request: web.Request) -> web.StreamResponse:
-    """text/event-stream of the session's events until the session ends."""
+def _keepalive_interval(request: web.Request) -> float:
+    """`?keepalive_ms=` lets a client hear from the node often enough to tell a dead
+    path from silence (like the session channel's pings); bounded."""
+    value = request.query.get("keepalive_ms")
+    if value is None:
+        return SSE_KEEPALIVE
+    try:
+        ms = int(value)
+    except ValueError:
+        raise HttpError(400, "bad_keepalive", "keepalive_ms must be an integer") from None
+    if not SSE_MIN_KEEPALIVE_MS <= ms <= SSE_KEEPALIVE * 1000:
+        raise HttpError(400, "bad_keepalive",
+                        f"keepalive_ms must be in [{SSE_MIN_KEEPALIVE_MS}, "
+                        f"{int(SSE_KEEPALIVE * 1000)}]")
+    return ms / 1000
+
+
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    """text/event-stream of the session's events until the session ends; a comment
+    line every keep-alive interval. WHIP sessions have it too (a publisher hears
+    `reconnect` when the node drains, and can tell a dead node from the keep-alives)."""
     state = state_of(request)
     check_token(request, state.config.token)
-    session = _session(request, "whep")
+    session = _session(request, request.match_info["kind"])
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **CORS_HEADERS})
+    keepalive = _keepalive_interval(request)
     await response.prepare(request)
     channel = session.events
     initial = "active" if session.stream.live else "inactive"
     await response.write(sse_frame(initial, {}))
     try:
         while True:
-            item = await channel.next(SSE_KEEPALIVE)
+            item = await channel.next(keepalive)
             if item is None:
                 break
             event, data = item
+            if event and event not in channel.subscribed:
+                continue  # queued before the client narrowed its subscription
             await response.write(sse_frame(event, data) if event else b": keep-alive\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -207,5 +234,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/whep/{stream}/{session}", whep_patch)
     app.router.add_delete("/whep/{stream}/{session}", whep_delete)
     app.router.add_route("OPTIONS", "/whep/{stream}/{session}", options)
-    app.router.add_post("/whep/{stream}/{session}/events", whep_events_subscribe)
-    app.router.add_get("/whep/{stream}/{session}/events", whep_events_stream)
+    app.router.add_post("/{kind:whip|whep}/{stream}/{session}/events", events_subscribe)
+    app.router.add_get("/{kind:whip|whep}/{stream}/{session}/events", events_stream)
