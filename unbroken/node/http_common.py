@@ -57,7 +57,13 @@ async def read_text(request: web.Request, content_type: str, limit: int) -> str:
                         else None)
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
-    body = await request.content.read(limit + 1)
+    # read() returns what has arrived so far: keep reading until the end or past the limit
+    body = b""
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     if len(body) > limit:
         raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
     try:
@@ -74,7 +80,9 @@ async def errors_and_cors(request: web.Request, handler):
         response = exc.response
     except web.HTTPException as exc:
         if exc.status >= 400:
-            response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason,
+                             allow)
         else:
             raise
     metrics = request.app.get("metrics")
