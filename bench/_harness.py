@@ -24,6 +24,9 @@ RESULTS = BENCH / "results"
 LOGS = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/unbroken-bench"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+if str(REPO) not in sys.path:  # benchmark this work tree's unbroken, installed or not
+    sys.path.insert(1, str(REPO))
+
 
 def free_port() -> int:
     with socket.socket() as s:
