@@ -53,8 +53,18 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     _node_parser(sub)
     _up_parser(sub)
+    from unbroken.client import cli as client_cli
+
+    client_cli.add_publish_parser(sub)
+    client_cli.add_play_parser(sub)
     args = parser.parse_args(argv)
     from unbroken.node.logs import setup_logging
+
+    if args.command in ("publish", "play"):
+        import asyncio
+
+        setup_logging("warning", args.command)
+        sys.exit(asyncio.run(client_cli.run(args)))
 
     config = _node_config(args, args.command)
     setup_logging(config.log_level, args.command)

@@ -15,6 +15,7 @@ import datetime
 import email.utils
 import json
 import logging
+import re
 import time
 from typing import Callable
 from urllib.parse import quote, urljoin
@@ -82,6 +83,7 @@ class OfferAnswerSession:
         self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
         self.video_codecs: dict[int, str] = {}  # answered video payload types -> mime type
         self.codec: str | None = None  # video mime type, e.g. "video/H264"
+        self.events_url: str | None = None  # the session's server-sent events, if offered
         self._ice_servers = ice_servers or []  # aiortc's default is a public STUN server
         self._timeout = aiohttp.ClientTimeout(total=http_timeout)
         self._http = http
@@ -169,6 +171,8 @@ class OfferAnswerSession:
             location = resp.headers.get("Location")
             if not location:
                 raise self.error_class(resp.status, "answer without a Location header")
+            events = _server_sent_events_link(resp.headers.getall("Link", []))
+            self.events_url = urljoin(self.url, events) if events else None
             return body, urljoin(self.url, location)
 
     async def _delete_location(self) -> None:
@@ -239,6 +243,18 @@ def _video_codecs(answer_sdp: str) -> dict[int, str]:
             return {c.payloadType: c.mimeType for c in media.rtp.codecs
                     if c.mimeType.lower() != "video/rtx"}
     return {}
+
+
+SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
+
+
+def _server_sent_events_link(links: list[str]) -> str | None:
+    """The URL of the server-sent-events Link (draft-ietf-wish-whep), if any."""
+    for header in links:
+        for url, params in re.findall(r"<([^>]*)>([^<]*)", header):
+            if f'rel="{SSE_REL}"' in params.replace(" ", ""):
+                return url
+    return None
 
 
 def _error_body(body: str) -> tuple[str | None, str]:

@@ -1,0 +1,139 @@
+"""`unbroken publish` and `unbroken play`: SDK clients on the command line.
+
+A live one-line status on a terminal; with --json one JSON object per line for
+every state change and every restore report (with a `t` timestamp)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from .events import ClientEvent
+from .options import RestoreOptions
+
+STATUS_INTERVAL = 0.5
+
+
+def add_restore_options(p: argparse.ArgumentParser) -> None:
+    d = RestoreOptions()
+    g = p.add_argument_group("restore (seed 004 knobs)")
+    g.add_argument("--token", help="Bearer token")
+    g.add_argument("--no-restore", action="store_true", help="do not restore after faults")
+    g.add_argument("--timeout-ms", type=int, default=d.timeout_ms,
+                   help=f"longest wait between tries (default {d.timeout_ms})")
+    g.add_argument("--max-tries", type=int, default=d.max_tries,
+                   help=f"tries per fault before giving up (default {d.max_tries})")
+    g.add_argument("--missing-pings", type=int, default=d.missing_pings,
+                   help=f"missed server keep-alives that fail the session "
+                        f"(default {d.missing_pings})")
+    g.add_argument("--ping-period-ms", type=int, default=d.ping_period_ms,
+                   help=f"server keep-alive period asked for (default {d.ping_period_ms})")
+    g.add_argument("--connect-timeout", type=float, default=d.connect_timeout_s,
+                   help=f"seconds one attempt may take (default {d.connect_timeout_s})")
+    g.add_argument("--no-network-watch", action="store_true",
+                   help="do not restore on network path changes")
+    g.add_argument("--json", action="store_true", help="one JSON object per event line")
+
+
+def add_publish_parser(sub) -> None:
+    p = sub.add_parser("publish", help="publish a stream with auto-restore (WHIP)")
+    p.add_argument("url", help="node URL, or a comma-separated failover list")
+    p.add_argument("stream")
+    p.add_argument("--source", default="testsrc", help="testsrc or a media file path")
+    p.add_argument("--codec", choices=["h264", "vp8"], default="h264")
+    d = RestoreOptions()
+    p.add_argument("--no-bitrate-check", action="store_true")
+    p.add_argument("--bitrate-check-interval-ms", type=int,
+                   default=d.bitrate_check_interval_ms)
+    p.add_argument("--bitrate-max-tries", type=int, default=d.bitrate_max_tries)
+    p.add_argument("--change-codec", action="store_true",
+                   help="when H264 publishing stalls, republish with VP8")
+    add_restore_options(p)
+
+
+def add_play_parser(sub) -> None:
+    p = sub.add_parser("play", help="play a stream with auto-restore (WHEP)")
+    p.add_argument("url", help="node URL, or a comma-separated failover list")
+    p.add_argument("stream")
+    d = RestoreOptions()
+    p.add_argument("--media-silence-ms", type=int, default=d.media_silence_ms,
+                   help=f"restore after this long without media (default {d.media_silence_ms})")
+    p.add_argument("--inactive-timeout-ms", type=int, default=d.inactive_timeout_ms,
+                   help="look elsewhere after the stream is inactive this long "
+                        f"(default {d.inactive_timeout_ms})")
+    p.add_argument("--no-decode", action="store_true", help="count packets only")
+    add_restore_options(p)
+
+
+def _options(args) -> RestoreOptions:
+    o = RestoreOptions(
+        restore=not args.no_restore, timeout_ms=args.timeout_ms, max_tries=args.max_tries,
+        missing_pings=args.missing_pings, ping_period_ms=args.ping_period_ms,
+        connect_timeout_s=args.connect_timeout, network_watch=not args.no_network_watch)
+    if args.command == "publish":
+        o.bitrate_check = not args.no_bitrate_check
+        o.bitrate_check_interval_ms = args.bitrate_check_interval_ms
+        o.bitrate_max_tries = args.bitrate_max_tries
+        o.change_codec = args.change_codec
+    else:
+        o.media_silence_ms = args.media_silence_ms
+        o.inactive_timeout_ms = args.inactive_timeout_ms
+    o.validate()
+    return o
+
+
+async def run(args) -> int:
+    from .publisher import Publisher
+    from .sources import from_spec
+    from .subscriber import Subscriber
+
+    try:
+        options = _options(args)
+    except ValueError as exc:
+        print(f"unbroken {args.command}: {exc}", file=sys.stderr)
+        return 2
+    tty = sys.stdout.isatty() and not args.json
+
+    def on_event(event: ClientEvent) -> None:
+        if args.json:
+            print(json.dumps(event.as_dict()), flush=True)
+        elif event.kind != "stream_event":
+            text = " ".join(f"{k}={v}" for k, v in event.as_dict().items() if k != "t")
+            print(("\r\033[K" if tty else "") + text, flush=True)
+
+    if args.command == "publish":
+        client = Publisher(args.url, args.stream, source=from_spec(args.source),
+                           codec=args.codec, token=args.token, options=options,
+                           on_event=on_event)
+    else:
+        client = Subscriber(args.url, args.stream, decode=not args.no_decode,
+                            token=args.token, options=options, on_event=on_event)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await client.start()
+    except ConnectionError:
+        return 1
+    status = asyncio.create_task(_status_line(client)) if tty else None
+    waiter = asyncio.create_task(client.done.wait())
+    await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
+                       return_when=asyncio.FIRST_COMPLETED)
+    gave_up = client.done.is_set()
+    if status:
+        status.cancel()
+    await client.stop()  # a manual stop: never restores
+    return 1 if gave_up else 0
+
+
+async def _status_line(client) -> None:
+    while True:
+        s = client.stats()
+        fields = [s.get("state"), s.get("codec") or "", f"{s.get('fps', 0):.0f}fps"
+                  if "fps" in s else "", f"restores={s.get('restores')}", s.get("url") or ""]
+        print("\r\033[K" + "  ".join(str(f) for f in fields if f), end="", flush=True)
+        await asyncio.sleep(STATUS_INTERVAL)

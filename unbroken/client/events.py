@@ -1,0 +1,48 @@
+"""What SDK clients report: session and stream states (seed names), restores, give-ups."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+# session states (seed 004)
+ESTABLISHED = "ESTABLISHED"
+DISCONNECTED = "DISCONNECTED"  # closed on purpose
+FAILED = "FAILED"
+# stream states (seed 004)
+PUBLISHING = "PUBLISHING"
+UNPUBLISHED = "UNPUBLISHED"
+PLAYING = "PLAYING"
+STOPPED = "STOPPED"
+
+
+@dataclass
+class RestoreReport:
+    """One restore: what broke, how long finding it took, how long coming back took,
+    and the media gap seen end to end (last media before the fault → first after)."""
+
+    fault: str
+    detect_ms: float
+    restore_ms: float
+    gap_ms: float
+    tries: int
+    url: str
+    codec: str | None = None
+
+
+@dataclass
+class ClientEvent:
+    """`kind`: "session" | "stream" | "restoring" | "restored" | "gave_up" | "transport"."""
+
+    kind: str
+    state: str | None = None
+    reason: str | None = None
+    url: str | None = None
+    report: RestoreReport | None = None
+    t: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if v is not None and k != "report"}
+        if self.report is not None:
+            data.update(asdict(self.report))
+        return data

@@ -1,0 +1,65 @@
+"""Network change detection: the default route and the host's addresses, read over netlink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from pyroute2 import AsyncIPRoute
+
+log = logging.getLogger("unbroken.client.network")
+
+POLL_INTERVAL = 0.2
+
+
+async def path_signature(ipr: AsyncIPRoute) -> tuple:
+    """What a change of network path changes: default routes (gateway, interface)
+    and the global unicast addresses with their interfaces."""
+    routes = []
+    for family in (2, 10):
+        async for route in await ipr.route("dump", family=family):
+            if route["dst_len"] == 0 and route["table"] == 254:
+                routes.append((family, route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")))
+    addresses = []
+    async for addr in await ipr.addr("dump"):
+        if addr["scope"] == 0:  # global scope: leaves loopback and link-local out
+            addresses.append((addr.get_attr("IFA_ADDRESS"), addr["index"]))
+    return tuple(sorted(routes, key=repr)), tuple(sorted(addresses, key=repr))
+
+
+class NetworkWatcher:
+    """Calls `on_change(old, new)` when the path signature changes (polled over netlink)."""
+
+    def __init__(self, on_change: Callable[[tuple, tuple], None],
+                 interval: float = POLL_INTERVAL) -> None:
+        self.on_change = on_change
+        self.interval = interval
+        self.signature: tuple | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        try:
+            async with AsyncIPRoute() as ipr:
+                self.signature = await path_signature(ipr)
+                while True:
+                    await asyncio.sleep(self.interval)
+                    current = await path_signature(ipr)
+                    if current != self.signature:
+                        previous, self.signature = self.signature, current
+                        log.info("network path changed", extra={"old": previous,
+                                                                "new": current})
+                        self.on_change(previous, current)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # no netlink here (a sandbox): run without the watcher
+            log.warning("network watcher unavailable", exc_info=True)

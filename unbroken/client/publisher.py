@@ -1,0 +1,124 @@
+"""Publisher: publishes a stream over WHIP and brings publishing back after every fault."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiortc import MediaStreamTrack
+
+from .events import PUBLISHING, UNPUBLISHED
+from .restorer import Attempt, Fault, RestoringClient
+from .sources import TrackFactory, test_pattern
+from .watchdogs import EventStreamWatch, StallWatchdog
+from .whip import WhipPublisher
+
+
+class PublishAttempt(Attempt):
+    def __init__(self, client: "Publisher", url: str) -> None:
+        super().__init__(url)
+        self.client = client
+        self.codec = client.codec
+        self.session: WhipPublisher | None = None
+        self.tracks: list[MediaStreamTrack] = []
+        self._watchers: list = []
+
+    async def open(self) -> None:
+        options = self.client.options
+        self.tracks = self.client.source()
+        self.session = WhipPublisher(
+            self.url, self.client.stream, tracks=self.tracks, video_codec=self.codec,
+            token=self.client.token, http_timeout=options.connect_timeout_s,
+            on_state=self._on_state)
+        await self.session.start()
+        self._watch_media()
+        if self.session.events_url:
+            watch = EventStreamWatch(
+                self.session.events_url, self.client.token, options.ping_period_ms / 1000,
+                options.missing_pings, self._on_server_event, self.report_fault)
+            watch.start()
+            self._watchers.append(watch)
+
+    def _watch_media(self) -> None:
+        """Media "arrives" when the sender's byte count grows; the bitrate check (seed 004)
+        reports a stall when it stops growing."""
+        options = self.client.options
+        senders = [s for s in self.session.pc.getSenders() if s.track is not None]
+        watched = next((s for s in senders if s.kind == "video"), senders[0] if senders else None)
+        if watched is None:
+            return
+
+        async def bytes_sent() -> int:
+            stats = await watched.getStats()
+            sent = sum(s.bytesSent for s in stats.values() if s.type == "outbound-rtp")
+            if sent:
+                self.media_arrived()
+            return sent
+
+        interval = options.bitrate_check_interval_ms / 1000
+        tries = options.bitrate_max_tries if options.bitrate_check else 10 ** 9
+        watchdog = StallWatchdog("bitrate_zero", bytes_sent, interval, tries,
+                                 self.report_fault)
+        watchdog.start()
+        self._watchers.append(watchdog)
+        # until the first sample, poll faster so the restore is seen promptly
+        self._first_media_poll = asyncio.create_task(self._poll_first_media(bytes_sent))
+
+    async def _poll_first_media(self, bytes_sent) -> None:
+        while self.first_media_at is None:
+            await bytes_sent()
+            await asyncio.sleep(0.01)
+
+    def _on_state(self, state: str) -> None:
+        if state in ("failed", "closed"):
+            self.report_fault(f"connection_{state}", self.last_media_at)
+
+    def _on_server_event(self, event: str, data: str) -> None:
+        if event == "reconnect":
+            self.report_fault("node_draining", time.monotonic())
+
+    async def close(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop()
+        poll = getattr(self, "_first_media_poll", None)
+        if poll:
+            poll.cancel()
+        if self.session:
+            await self.session.stop()
+        for track in self.tracks:
+            track.stop()
+
+
+class Publisher(RestoringClient):
+    """Publishes `source` (a TrackFactory, see sources.py) to `stream` on the first URL
+    that takes it, and restores publishing by itself after faults."""
+
+    role = "publisher"
+    live_state = PUBLISHING
+    stopped_state = UNPUBLISHED
+
+    def __init__(self, urls, stream: str, source: TrackFactory | None = None,
+                 codec: str = "h264", **kwargs) -> None:
+        super().__init__(urls, stream, **kwargs)
+        self.source = source or test_pattern()
+        self.codec = codec
+
+    def _new_attempt(self, url: str) -> Attempt:
+        return PublishAttempt(self, url)
+
+    def _after_fault(self, fault: Fault) -> bool:
+        if fault.name == "bitrate_zero" and self.options.change_codec:
+            if self.codec == "vp8":
+                return False  # VP8 stalled too: give up and report (seed 004)
+            self.codec = "vp8"
+        return True
+
+    def _report_extra(self) -> dict:
+        return {"codec": self.codec}
+
+    def stats(self) -> dict:
+        attempt = self.attempt
+        return {"state": self.state, "url": self.url, "codec": self.codec,
+                "restores": len(self.restores),
+                "connection": attempt.session.connection_state
+                if attempt and attempt.session else "new"}

@@ -1,0 +1,126 @@
+"""Watchdogs that turn silence into a fault: a counter that stops growing, and a
+server-sent-events link whose keep-alives stop arriving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+log = logging.getLogger("unbroken.client.watchdogs")
+
+FaultCallback = Callable[[str, float], None]  # (fault name, last time things were fine)
+
+
+class StallWatchdog:
+    """Samples a growing counter every `interval`; `max_tries` samples in a row
+    without growth → `on_fault(name, last_growth_at)`. Seed 004's bitrate check
+    (outbound bytes) and the subscriber's media-silence check (packets in)."""
+
+    def __init__(self, name: str, sample: Callable[[], Awaitable[int] | int],
+                 interval: float, max_tries: int, on_fault: FaultCallback) -> None:
+        self.name = name
+        self.sample = sample
+        self.interval = interval
+        self.max_tries = max_tries
+        self.on_fault = on_fault
+        self.paused = False  # e.g. while the stream is known to be inactive
+        self.last_growth_at = time.monotonic()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            self._task = None
+
+    async def _read(self) -> int:
+        value = self.sample()
+        if asyncio.iscoroutine(value):
+            value = await value
+        return value
+
+    async def _run(self) -> None:
+        last = await self._read()
+        zero_samples = 0
+        while True:
+            await asyncio.sleep(self.interval)
+            value = await self._read()
+            if value > last or self.paused:
+                self.last_growth_at = time.monotonic()
+                zero_samples = 0
+            else:
+                zero_samples += 1
+                if zero_samples >= self.max_tries:
+                    self.on_fault(self.name, self.last_growth_at)
+                    return
+            last = value
+
+
+class EventStreamWatch:
+    """Reads a session's server-sent events (with `keepalive_ms`), hands events to
+    `on_event`, and reports a fault when the stream ends ("session_closed") or
+    `missing` keep-alive periods pass in silence ("missing_pings")."""
+
+    def __init__(self, url: str, token: str | None, period: float, missing: int,
+                 on_event: Callable[[str, str], None], on_fault: FaultCallback) -> None:
+        self.url = url
+        self.token = token
+        self.period = period
+        self.missing = missing
+        self.on_event = on_event
+        self.on_fault = on_fault
+        self.last_heard = time.monotonic()
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    async def _read(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = f"{self.url}?keepalive_ms={max(100, int(self.period * 1000))}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=None)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                async with http.get(url, headers=headers) as resp:
+                    if resp.status != 200:
+                        log.warning("event stream refused", extra={"status": resp.status})
+                        return  # the node has no event stream for us: watch media only
+                    event = ""
+                    async for raw in resp.content:
+                        self.last_heard = time.monotonic()
+                        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:") and event:
+                            self.on_event(event, line[5:].strip())
+                            event = ""
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            log.info("event stream failed", extra={"error": repr(exc)})
+        self._stop_watch()
+        self.on_fault("session_closed", self.last_heard)
+
+    def _stop_watch(self) -> None:
+        if len(self._tasks) == 2:
+            self._tasks[1].cancel()
+
+    async def _watch(self) -> None:
+        limit = self.period * self.missing
+        while True:
+            await asyncio.sleep(self.period / 2)
+            if time.monotonic() - self.last_heard > limit:
+                self._tasks[0].cancel()
+                self.on_fault("missing_pings", self.last_heard)
+                return
