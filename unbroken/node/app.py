@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, whip_whep
+from . import api, session_channel, whip_whep
 from .config import NodeConfig
 from .http_common import errors_and_cors
 from .state import NodeState
@@ -38,4 +38,6 @@ def create_app(config: NodeConfig) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    # after state.stop: sockets get their streams' final states, then their close
+    session_channel.setup(app)
     return app

@@ -18,11 +18,8 @@ log = logging.getLogger("unbroken.node")
 
 async def drain(app: web.Application, timeout: float) -> None:
     state = app["state"]
-    state.draining = True
-    state.metrics.draining.set(1)
     log.info("draining", extra={"sessions": len(state.sessions), "timeout": timeout})
-    for session in list(state.sessions.values()):
-        session.events.push("reconnect", {"reason": "node draining"})
+    state.begin_drain()
     deadline = time.monotonic() + timeout
     while state.sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

@@ -13,12 +13,15 @@ from unbroken.media.peer import Peer, PublisherPeer, SubscriberPeer
 from unbroken.media.stream import Stream
 
 from .config import NodeConfig
-from .events import EventChannel
+from unbroken.protocol import session as proto
+
+from .events import EventChannel, final_state
 from .metrics import NodeMetrics
 
 log = logging.getLogger("unbroken.node")
 
 WATCHDOG_INTERVAL = 0.1
+MEDIA_START_POLL = 0.02  # how often a new session is checked for media flowing
 SENDER_REPORT_INTERVAL = 0.5
 
 
@@ -41,6 +44,8 @@ class Session:
     etag: str = field(default_factory=lambda: '"' + secrets.token_hex(8) + '"')
     events: EventChannel = field(default_factory=EventChannel)
     created_at: float = field(default_factory=time.monotonic)
+    # stream state: "" until media flows, then PUBLISHING/PLAYING, then a terminal one
+    state: str = ""
 
 
 class NodeState:
@@ -51,6 +56,8 @@ class NodeState:
         self.streams: dict[str, Stream] = {}
         self.sessions: dict[str, Session] = {}
         self.draining = False
+        # called with the node_draining fields when the node starts draining
+        self.drain_listeners: list = []
         self.started_at = time.time()
         self._watchdog: asyncio.Task | None = None
 
@@ -121,7 +128,27 @@ class NodeState:
         self.sessions[session.id] = session
         session.peer.on_close = self._on_peer_closed
         self.metrics.sessions_created.labels(session.kind).inc()
+        asyncio.ensure_future(self._announce_media(session))
         return session
+
+    async def _announce_media(self, session: Session) -> None:
+        """PUBLISHING once the publisher's media arrives, PLAYING once media goes out."""
+        peer = session.peer
+        while not peer.closed.is_set():
+            if isinstance(peer, PublisherPeer):
+                flowing = peer.last_packet_at() is not None
+            else:
+                flowing = any(t.packets for t in peer.downtracks.values())
+            if flowing:
+                self._set_state(session, proto.ACTIVE_STATE[session.kind])
+                return
+            await asyncio.sleep(MEDIA_START_POLL)
+
+    def _set_state(self, session: Session, state: str, code: str | None = None,
+                   reason: str | None = None) -> None:
+        session.state = state
+        session.events.push("stream_state",
+                            proto.state_data(session.stream.name, state, code, reason))
 
     def _session_of(self, peer_id: str) -> Session | None:
         return self.sessions.get(peer_id)
@@ -133,6 +160,8 @@ class NodeState:
         session = self.sessions.pop(peer.id, None)
         if session is None:
             return
+        state, code = final_state(session.kind, peer.close_reason)
+        self._set_state(session, state, code, peer.close_reason)
         session.events.close()
         stream = session.stream
         stream.subscriber_ids.discard(peer.id)
@@ -146,6 +175,22 @@ class NodeState:
     def _forget_idle(self, stream: Stream) -> None:
         if stream.idle and self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
+
+    def begin_drain(self, redirect: str | None = None) -> None:
+        """Take no new sessions; tell every session (and session socket) to move on."""
+        if self.draining:
+            return
+        self.draining = True
+        self.metrics.draining.set(1)
+        info = proto.draining_data(redirect=redirect, ends_in=self.config.drain_timeout)
+        for session in list(self.sessions.values()):
+            session.events.push("reconnect", {"reason": "node draining"})
+            session.events.push("node_draining", info)
+        for listener in list(self.drain_listeners):
+            try:
+                listener(info)
+            except Exception:
+                log.exception("drain listener failed")
 
     # events --------------------------------------------------------------
     def _on_stream_event(self, event: str, stream: Stream) -> None:

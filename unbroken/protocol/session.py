@@ -1,0 +1,384 @@
+"""The session channel protocol (``GET /ws``): JSON text messages over one WebSocket.
+
+Shared by the node (server side) and the clients; no HTTP library here. The full
+reference with examples is ``docs/session-channel.md``. In short:
+
+* The client opens the socket and sends ``hello``; the node answers ``welcome`` with the
+  session id and the ping interval it will use. The session is then ESTABLISHED.
+* The node sends ``ping`` every ``ping_interval`` ms; the client answers each with
+  ``pong`` (same ``seq``). The node closes a session after ``missing_pings`` unanswered
+  pings; the client declares the session FAILED when ``missing_pings`` pings in a row
+  did not arrive (no ping for one "pings check period").
+* ``publish`` / ``play`` carry an SDP offer and a client-chosen ``id``; the node answers
+  ``answer`` and then reports ``stream_state`` changes (PUBLISHING/UNPUBLISHED,
+  PLAYING/STOPPED, FAILED with a ``code``). ``stop`` ends one.
+* ``stream_event`` (the played stream became ``active``/``inactive``, ``viewercount``),
+  ``node_draining`` and ``session_closing`` tell a client what it needs to restore well.
+* Bad input gets an ``error`` (``code``, ``reason``, ``ref``) or, when the session
+  cannot go on, ``session_closing`` and a close frame with a code and reason.
+
+Message builders return plain dicts (``encode`` makes the text); ``parse_client_message``
+and ``parse_server_message`` check what arrives and raise ``ProtocolError`` with the
+``error`` code and reason to send back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .names import valid_stream_name
+
+PATH = "/ws"
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+# -- session states (what a client reports about its session) ---------------------------
+ESTABLISHED = "ESTABLISHED"  # welcome received
+DISCONNECTED = "DISCONNECTED"  # closed by the client on purpose: never restored
+FAILED = "FAILED"  # lost: missing pings, socket error, closed by the node
+SESSION_STATES = (ESTABLISHED, DISCONNECTED, FAILED)
+
+# -- stream states (sent by the node in stream_state) -----------------------------------
+PUBLISHING = "PUBLISHING"  # the node receives the publisher's media
+UNPUBLISHED = "UNPUBLISHED"  # publishing ended on purpose (stop, DELETE, replaced)
+PLAYING = "PLAYING"  # the node sends the stream's media to the player
+STOPPED = "STOPPED"  # playing ended on purpose (stop, DELETE)
+# FAILED (same word as the session state): refused or lost; `code` says why
+STREAM_STATES = (PUBLISHING, UNPUBLISHED, PLAYING, STOPPED, FAILED)
+ACTIVE_STATE = {"publish": PUBLISHING, "play": PLAYING}
+ENDED_STATE = {"publish": UNPUBLISHED, "play": STOPPED}
+TERMINAL_STATES = (UNPUBLISHED, STOPPED, FAILED)
+
+# -- stream_state codes (why a stream is where it is) ------------------------------------
+# on purpose (UNPUBLISHED / STOPPED)
+STOPPED_BY_CLIENT = "stopped"  # stop message, or DELETE of the resource
+SESSION_CLOSED = "session_closed"  # the client closed the session socket
+REPLACED = "replaced"  # another publisher took the stream over
+PEER_CLOSED = "peer_closed"  # the client closed its peer connection (DTLS close)
+# FAILED, refused before an answer
+BAD_STREAM_NAME = "bad_stream_name"
+BAD_SDP = "bad_sdp"
+BAD_CODEC = "unsupported_codec"  # no codec in the offer the node can use (HTTP 406)
+NEGOTIATION_FAILED = "negotiation_failed"
+NOT_LIVE = "not_live"  # play: the stream has no publisher (HTTP 409)
+STREAM_BUSY = "stream_busy"  # publish: the stream already has a publisher (HTTP 409)
+DRAINING = "draining"  # the node takes no new streams (HTTP 503)
+TOO_MANY_SESSIONS = "too_many_sessions"  # the node is full (HTTP 503)
+TOO_MANY_STREAMS = "too_many_streams"  # this session holds max_streams already
+INTERNAL_ERROR = "internal_error"
+# FAILED, after an answer
+CONNECT_TIMEOUT = "connect_timeout"  # ICE/DTLS did not connect (or no media) in time
+CONNECTION_FAILED = "connection_failed"  # ICE/DTLS failed
+MEDIA_TIMEOUT = "media_timeout"  # the publisher's media stopped (encoder stall, lost path)
+CODEC_CHANGED = "codec_changed"  # play: the publisher came back with another codec
+NODE_SHUTDOWN = "node_shutdown"  # the node stopped (after draining)
+SESSION_LOST = "session_lost"  # the session socket was lost (missing pongs, broken socket)
+CLOSED = "closed"  # any other end
+
+# -- stream_event events -----------------------------------------------------------------
+STREAM_EVENTS = ("active", "inactive", "viewercount")
+
+# -- error codes (error message) and session_closing codes --------------------------------
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"  # not an object, binary frame, no "type"
+UNKNOWN_TYPE = "unknown_type"
+BAD_FIELD = "bad_field"  # missing or wrong-typed field; `field` names it
+HELLO_REQUIRED = "hello_required"
+ALREADY_WELCOMED = "already_welcomed"
+UNSUPPORTED_VERSION = "unsupported_version"
+UNAUTHORIZED = "unauthorized"
+DUPLICATE_ID = "duplicate_id"
+UNKNOWN_ID = "unknown_id"
+BAD_PONG = "bad_pong"
+RATE_LIMITED = "rate_limited"
+PING_TIMEOUT = "ping_timeout"
+MESSAGE_TOO_BIG = "message_too_big"
+SLOW_READER = "slow_reader"
+CLIENT_CLOSED = "client_closed"
+
+# WebSocket close codes the node uses, by session_closing code
+CLOSE_CODES = {
+    CLIENT_CLOSED: 1000,
+    NODE_SHUTDOWN: 1001,
+    MESSAGE_TOO_BIG: 1009,
+    INTERNAL_ERROR: 1011,
+    PING_TIMEOUT: 4000,
+    UNAUTHORIZED: 4001,
+    HELLO_REQUIRED: 4002,
+    UNSUPPORTED_VERSION: 4003,
+    RATE_LIMITED: 4008,
+    SLOW_READER: 4009,
+}
+
+# -- timing and limits -------------------------------------------------------------------
+DEFAULT_PING_INTERVAL_MS = 250
+MIN_PING_INTERVAL_MS = 100
+MAX_PING_INTERVAL_MS = 5000
+DEFAULT_MISSING_PINGS = 4
+MIN_MISSING_PINGS = 1
+MAX_MISSING_PINGS = 20
+HELLO_TIMEOUT = 5.0  # seconds from the upgrade to a valid hello
+MAX_MESSAGE_BYTES = 64 * 1024  # one text frame; a complete SDP offer fits easily
+MAX_STREAMS = 8  # publish + play handles one session may hold at a time
+MESSAGES_PER_SECOND = 50  # sustained rate of client messages
+MESSAGE_BURST = 100  # bucket size; beyond it messages are dropped with an error
+
+MAX_ID_LENGTH = 64
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+MAX_SEQ = 2 ** 53  # JSON-safe integer
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be used: ``code`` and ``reason`` go into the error message;
+    ``ref`` is the message's ``id`` (or its type) when known; ``field`` the bad field."""
+
+    def __init__(self, code: str, reason: str, ref: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.ref = ref
+        self.field = field
+
+
+# -- field checks ------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # "str" | "int" | "number"
+    required: bool = True
+    max_length: int | None = None  # str only
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def check(self, name: str, value: Any) -> str | None:
+        """None when fine, else what is wrong."""
+        if self.kind == "str":
+            if not isinstance(value, str):
+                return f"{name} must be a string"
+            if self.max_length is not None and len(value) > self.max_length:
+                return f"{name} must be at most {self.max_length} characters"
+            return None
+        if self.kind == "int" and not _is_int(value):
+            return f"{name} must be an integer"
+        if self.kind == "number" and not _is_number(value):
+            return f"{name} must be a number"
+        if self.minimum is not None and value < self.minimum:
+            return f"{name} must be at least {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"{name} must be at most {self.maximum:g}"
+        return None
+
+
+_ID = Field("str", max_length=MAX_ID_LENGTH)
+_SEQ = Field("int", minimum=0, maximum=MAX_SEQ)
+_STREAM = Field("str", max_length=256)  # the name rule itself is checked by the node
+_SDP = Field("str", max_length=MAX_MESSAGE_BYTES)
+
+CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
+    "hello": {
+        "version": Field("int", minimum=0, maximum=MAX_SEQ),
+        "ping_interval": Field("number", required=False, minimum=0, maximum=MAX_SEQ),
+        "missing_pings": Field("int", required=False, minimum=0, maximum=MAX_SEQ),
+        "token": Field("str", required=False, max_length=4096),
+        "client": Field("str", required=False, max_length=200),
+    },
+    "pong": {"seq": _SEQ},
+    "ping": {"seq": _SEQ},
+    "publish": {"id": _ID, "stream": _STREAM, "sdp": _SDP},
+    "play": {"id": _ID, "stream": _STREAM, "sdp": _SDP},
+    "stop": {"id": _ID},
+}
+
+SERVER_MESSAGE_TYPES = ("welcome", "ping", "pong", "answer", "stream_state", "stream_event",
+                        "node_draining", "session_closing", "error")
+
+
+def _decode(text: str | bytes) -> dict:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(BAD_JSON, "message is not UTF-8") from None
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(BAD_JSON, "message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(BAD_MESSAGE, "message must be a JSON object")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_FIELD, "message needs a string \"type\"", field="type")
+    return message
+
+
+def parse_client_message(text: str | bytes) -> dict:
+    """The message as a dict, fields checked; unknown fields are kept but not used."""
+    message = _decode(text)
+    kind = message["type"]
+    schema = CLIENT_MESSAGES.get(kind)
+    if schema is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}",
+                            ref=kind[:40])
+    ref = message.get("id") if isinstance(message.get("id"), str) and \
+        ID_PATTERN.fullmatch(message["id"]) else kind
+    for name, field in schema.items():
+        if name not in message:
+            if field.required:
+                raise ProtocolError(BAD_FIELD, f"{kind} needs {name!r}", ref, name)
+            continue
+        problem = field.check(name, message[name])
+        if problem:
+            raise ProtocolError(BAD_FIELD, problem, ref, name)
+    if "id" in schema and not ID_PATTERN.fullmatch(message["id"]):
+        raise ProtocolError(BAD_FIELD, "id must be 1-64 of letters, digits, '_', '.', ':', '-'",
+                            kind, "id")
+    return message
+
+
+def parse_server_message(text: str | bytes) -> dict:
+    """For clients: a JSON object with a known ``type`` (other fields are not checked)."""
+    message = _decode(text)
+    if message["type"] not in SERVER_MESSAGE_TYPES:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {message['type'][:40]!r}")
+    return message
+
+
+def check_stream_name(name: str) -> str | None:
+    """None when usable, else the reason (the same rule as /whip/{stream})."""
+    if valid_stream_name(name):
+        return None
+    return "stream names are 1-128 letters, digits, '_', '.', '-'"
+
+
+def encode(message: dict) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def clamp_ping_interval(ms: float | None) -> int:
+    if ms is None:
+        return DEFAULT_PING_INTERVAL_MS
+    return int(min(MAX_PING_INTERVAL_MS, max(MIN_PING_INTERVAL_MS, round(ms))))
+
+
+def clamp_missing_pings(n: int | None) -> int:
+    if n is None or n == 0:  # 0 (a client that does not check) still gets the default
+        return DEFAULT_MISSING_PINGS
+    return min(MAX_MISSING_PINGS, max(MIN_MISSING_PINGS, n))
+
+
+# -- client messages ---------------------------------------------------------------------
+def hello(ping_interval: float | None = None, missing_pings: int | None = None,
+          token: str | None = None, client: str | None = None,
+          version: int = PROTOCOL_VERSION) -> dict:
+    message: dict[str, Any] = {"type": "hello", "version": version}
+    if ping_interval is not None:
+        message["ping_interval"] = ping_interval
+    if missing_pings is not None:
+        message["missing_pings"] = missing_pings
+    if token:
+        message["token"] = token
+    if client:
+        message["client"] = client
+    return message
+
+
+def pong(seq: int) -> dict:
+    return {"type": "pong", "seq": seq}
+
+
+def ping(seq: int, t: int | None = None) -> dict:
+    message: dict[str, Any] = {"type": "ping", "seq": seq}
+    if t is not None:
+        message["t"] = t
+    return message
+
+
+def publish(id: str, stream: str, sdp: str) -> dict:
+    return {"type": "publish", "id": id, "stream": stream, "sdp": sdp}
+
+
+def play(id: str, stream: str, sdp: str) -> dict:
+    return {"type": "play", "id": id, "stream": stream, "sdp": sdp}
+
+
+def stop(id: str) -> dict:
+    return {"type": "stop", "id": id}
+
+
+# -- server messages ---------------------------------------------------------------------
+def welcome(session: str, ping_interval: int, missing_pings: int, limits: dict,
+            draining: bool = False) -> dict:
+    return {"type": "welcome", "version": PROTOCOL_VERSION, "session": session,
+            "ping_interval": ping_interval, "missing_pings": missing_pings,
+            "limits": limits, "draining": draining}
+
+
+def answer(id: str, stream: str, sdp: str, session: str, resource: str) -> dict:
+    return {"type": "answer", "id": id, "stream": stream, "sdp": sdp, "session": session,
+            "resource": resource}
+
+
+def state_data(stream: str, state: str, code: str | None = None,
+               reason: str | None = None) -> dict:
+    """The fields of a stream state, as both the socket and server-sent events carry them."""
+    return {"stream": stream, "state": state, "code": code, "reason": reason}
+
+
+def stream_state(id: str, stream: str, state: str, code: str | None = None,
+                 reason: str | None = None) -> dict:
+    return {"type": "stream_state", "id": id, **state_data(stream, state, code, reason)}
+
+
+def stream_event(id: str, stream: str, event: str, **data: Any) -> dict:
+    return {"type": "stream_event", "id": id, "stream": stream, "event": event, **data}
+
+
+def draining_data(reason: str = "node is draining", redirect: str | None = None,
+                  ends_in: float | None = None) -> dict:
+    """node_draining fields (also the data of the server-sent event of that name).
+    ``redirect`` is a relative URL (a path) or None: never an absolute one."""
+    if redirect is not None and ("://" in redirect or redirect.startswith("//")):
+        raise ValueError("redirect must be relative")
+    return {"code": DRAINING, "reason": reason, "redirect": redirect, "ends_in": ends_in}
+
+
+def node_draining(**kwargs: Any) -> dict:
+    return {"type": "node_draining", **draining_data(**kwargs)}
+
+
+def session_closing(code: str, reason: str) -> dict:
+    return {"type": "session_closing", "code": code, "reason": reason}
+
+
+def error(code: str, reason: str, ref: str | None = None, field: str | None = None) -> dict:
+    message: dict[str, Any] = {"type": "error", "code": code, "reason": reason, "ref": ref}
+    if field is not None:
+        message["field"] = field
+    return message
+
+
+def error_from(exc: ProtocolError) -> dict:
+    return error(exc.code, exc.reason, exc.ref, exc.field)
+
+
+def close_code(code: str) -> int:
+    """The WebSocket close code for a session_closing code (1008 when it has none)."""
+    return CLOSE_CODES.get(code, 1008)
+
+
+def close_reason(reason: str) -> str:
+    """A close frame carries at most 123 bytes of reason."""
+    data = reason.encode()[:123]
+    return data.decode("utf-8", "ignore")
