@@ -6,35 +6,11 @@ import asyncio
 import logging
 import socket
 
-from unbroken.client.testsrc import TestPatternVideoTrack, ToneAudioTrack
-from unbroken.client.whip import WhipPublisher
+from unbroken.client.publisher import Publisher
 from unbroken.node.config import NodeConfig
 from unbroken.node.server import serve
 
 log = logging.getLogger("unbroken.up")
-
-REPUBLISH_DELAY = 0.5
-
-
-async def publish_test_pattern(url: str, stream: str, codec: str, token: str | None) -> None:
-    """Keep a test-pattern publisher on `stream`, publishing again whenever it drops."""
-    while True:
-        publisher = None
-        try:
-            publisher = await WhipPublisher(
-                url, stream, tracks=[TestPatternVideoTrack(), ToneAudioTrack()],
-                video_codec=codec, token=token).start()
-            log.info("test pattern publishing", extra={"stream": stream, "codec": codec})
-            while publisher.connection_state not in ("failed", "closed"):
-                await asyncio.sleep(0.2)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("test pattern publisher failed", extra={"error": str(exc)})
-        finally:
-            if publisher is not None:
-                await publisher.stop()
-        await asyncio.sleep(REPUBLISH_DELAY)
 
 
 async def up(config: NodeConfig, stream: str, codec: str) -> None:
@@ -47,12 +23,12 @@ async def up(config: NodeConfig, stream: str, codec: str) -> None:
                 break
         except OSError:
             await asyncio.sleep(0.05)
-    publisher = asyncio.create_task(publish_test_pattern(url, stream, codec,
-                                                         config.token or None))
+    # the SDK publisher: it restores by itself, e.g. after the node was restarted
+    publisher = Publisher(url, stream, codec=codec, token=config.token or None)
+    await publisher.start()
     print(f"unbroken up: watch {url}/?stream={stream}  "
           f"(WHEP: {url}/whep/{stream}, API: {url}/api/v1/streams)", flush=True)
     try:
         await node  # ends on SIGTERM / Ctrl-C
     finally:
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+        await publisher.stop()

@@ -9,7 +9,7 @@ from aiortc import MediaStreamTrack
 
 from .events import PUBLISHING, UNPUBLISHED
 from .restorer import Attempt, Fault, RestoringClient
-from .sources import TrackFactory, test_pattern
+from .sources import TrackFactory, testsrc
 from .watchdogs import EventStreamWatch, StallWatchdog
 from .whip import WhipPublisher
 
@@ -48,10 +48,14 @@ class PublishAttempt(Attempt):
         if watched is None:
             return
 
+        last_sent = 0
+
         async def bytes_sent() -> int:
+            nonlocal last_sent
             stats = await watched.getStats()
             sent = sum(s.bytesSent for s in stats.values() if s.type == "outbound-rtp")
-            if sent:
+            if sent > last_sent:
+                last_sent = sent
                 self.media_arrived()
             return sent
 
@@ -100,7 +104,7 @@ class Publisher(RestoringClient):
     def __init__(self, urls, stream: str, source: TrackFactory | None = None,
                  codec: str = "h264", **kwargs) -> None:
         super().__init__(urls, stream, **kwargs)
-        self.source = source or test_pattern()
+        self.source = source or testsrc()
         self.codec = codec
 
     def _new_attempt(self, url: str) -> Attempt:

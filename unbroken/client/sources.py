@@ -16,7 +16,7 @@ from .testsrc import TestPatternVideoTrack, ToneAudioTrack
 TrackFactory = Callable[[], list[MediaStreamTrack]]
 
 
-def test_pattern(width: int = 640, height: int = 360, fps: float = 30,
+def testsrc(width: int = 640, height: int = 360, fps: float = 30,
                  audio: bool = True) -> TrackFactory:
     """Checkable frames (a counter drawn into the picture) and a tone."""
 
@@ -60,5 +60,5 @@ def tracks(*given: MediaStreamTrack) -> TrackFactory:
 def from_spec(spec: str) -> TrackFactory:
     """CLI spelling: "testsrc" or a file path."""
     if spec == "testsrc":
-        return test_pattern()
+        return testsrc()
     return media_file(spec)
