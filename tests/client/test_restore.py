@@ -190,3 +190,35 @@ async def test_max_tries_exhausted_gives_up_with_an_event(start_node):
         assert pub.done.is_set()
     finally:
         await pub.stop()
+
+
+@pytest.mark.parametrize("codec,suffix", [("h264", ".ts"), ("vp8", ".webm")])
+async def test_recording_keeps_the_encoded_stream_across_a_restore(start_node, tmp_path,
+                                                                   codec, suffix):
+    import av
+
+    from unbroken.client.framecode import read_counter
+
+    a, b = start_node(), start_node()
+    path = str(tmp_path / f"rec{suffix}")
+    pub = await Publisher([a.url, b.url], "rec", codec=codec).start()
+    sub = await Subscriber([a.url, b.url], "rec", record=path).start()
+    events = Recorder()
+    sub.on_event = events
+    try:
+        await frames_advance(sub, 30)
+        a.kill()
+        await events.wait("restored")
+        await frames_advance(sub, 30)
+    finally:
+        await sub.stop()
+        await pub.stop()
+    with av.open(path) as container:
+        assert container.streams.video[0].codec_context.name == codec
+        counters = [read_counter(f) for f in container.decode(video=0)]
+        assert len(container.streams.audio) == 1
+    readable = [c for c in counters if c is not None]
+    assert len(readable) >= 50
+    # frames of both sessions, in order: counters restart once (the new publish)
+    restarts = sum(1 for x, y in zip(readable, readable[1:]) if y < x)
+    assert restarts == 1, readable

@@ -65,6 +65,8 @@ def add_play_parser(sub) -> None:
                    help="look elsewhere after the stream is inactive this long "
                         f"(default {d.inactive_timeout_ms})")
     p.add_argument("--no-decode", action="store_true", help="count packets only")
+    p.add_argument("--record", metavar="FILE",
+                   help="write the stream to FILE (.ts, .webm, .mkv) without re-encoding")
     add_restore_options(p)
 
 
@@ -110,7 +112,8 @@ async def run(args) -> int:
                            on_event=on_event)
     else:
         client = Subscriber(args.url, args.stream, decode=not args.no_decode,
-                            token=args.token, options=options, on_event=on_event)
+                            record=args.record, token=args.token, options=options,
+                            on_event=on_event)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import av
 
 from .events import PLAYING, STOPPED, ClientEvent
+from .recorder import EncodedRecorder
 from .restorer import Attempt, RestoringClient
 from .watchdogs import EventStreamWatch, StallWatchdog
 from .whep import WhepViewer
@@ -34,7 +35,17 @@ class PlayAttempt(Attempt):
 
     async def open(self) -> None:
         client, options = self.client, self.client.options
-        self.viewer = WhepViewer(
+        viewer_class = WhepViewer
+        if client.recorder is not None:
+            recorder = client.recorder
+
+            class RecordingViewer(WhepViewer):
+                def _add_transceivers(self, pc) -> None:
+                    super()._add_transceivers(pc)
+                    recorder.attach(pc)
+
+            viewer_class = RecordingViewer
+        self.viewer = viewer_class(
             self.url, client.stream, client.token, decode=client.decode,
             on_frame=client.on_frame, http_timeout=options.connect_timeout_s,
             on_state=self._on_state)
@@ -105,7 +116,9 @@ class Subscriber(RestoringClient):
     """Plays `stream` from the first URL that has it and restores playback by itself.
 
     Sinks: `decode=False` counts packets and frames only (load, monitoring);
-    `on_frame(frame, counter)` gets every decoded video frame (CV pipelines).
+    `on_frame(frame, counter)` gets every decoded video frame (CV pipelines);
+    `record="out.ts"` (or .webm, .mkv) writes the encoded frames as received,
+    without re-encoding, across restores.
     """
 
     role = "subscriber"
@@ -113,14 +126,22 @@ class Subscriber(RestoringClient):
     stopped_state = STOPPED
 
     def __init__(self, urls, stream: str, decode: bool = True,
-                 on_frame: FrameCallback | None = None, **kwargs) -> None:
+                 on_frame: FrameCallback | None = None, record: str | None = None,
+                 **kwargs) -> None:
         super().__init__(urls, stream, **kwargs)
-        self.decode = decode or on_frame is not None
+        self.recorder = EncodedRecorder(record) if record else None
+        # recording takes frames on their way to the decoder: it needs the decoding path
+        self.decode = decode or on_frame is not None or self.recorder is not None
         self.on_frame = on_frame
         self.transport = self.options.transports[0]
 
     def _new_attempt(self, url: str) -> Attempt:
         return PlayAttempt(self, url)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.recorder is not None:
+            self.recorder.close()
 
     @property
     def viewer(self) -> WhepViewer | None:
