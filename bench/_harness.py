@@ -34,13 +34,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-    return (utime + stime) / CLK_TCK
+    return utime / CLK_TCK, stime / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    return sum(cpu_times(pid))
 
 
 def _env() -> dict[str, str]:
@@ -76,8 +81,9 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+    def cpu(self) -> tuple[float, float]:
+        """(user, system) CPU seconds."""
+        return cpu_times(self.pid)
 
     async def start(self, timeout: float = 15.0) -> "Server":
         LOGS.mkdir(parents=True, exist_ok=True)

@@ -199,6 +199,9 @@ async def main() -> None:
     log(report(results))
     log(f"\nwritten to {path}")
     print(json.dumps(results))
+    measured = results["node"] + results["baseline"]
+    if any(r["errors"] or r["counter_readable"] < r["ok"] for r in measured):
+        sys.exit("ttff: joins failed or a first frame had no readable counter")
 
 
 if __name__ == "__main__":
