@@ -27,13 +27,18 @@ class NodeProcess:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: str = ""
+    host: str = "127.0.0.1"  # address to listen on; 0.0.0.0 = all (url then uses 127.0.0.1)
+
+    @property
+    def address(self) -> str:
+        return "127.0.0.1" if self.host == "0.0.0.0" else self.host
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "NodeProcess":
-        cmd = [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "unbroken", "node", "--host", self.host,
                "--port", str(self.port), *self.args]
         self.log_path = f"/tmp/unbroken-node-{self.port}.log"
         with open(self.log_path, "ab") as log:
@@ -43,7 +48,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited: {self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.address, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)
@@ -69,11 +74,12 @@ class NodeProcess:
 
 @pytest.fixture
 def start_node():
-    """Factory: start_node(*extra_args) -> NodeProcess (killed at teardown)."""
+    """Factory: start_node(*extra_args, port=None, host="127.0.0.1") -> NodeProcess
+    (killed at teardown)."""
     nodes: list[NodeProcess] = []
 
-    def _start(*args: str, port: int | None = None) -> NodeProcess:
-        node = NodeProcess(port=port or free_port(), args=list(args)).start()
+    def _start(*args: str, port: int | None = None, host: str = "127.0.0.1") -> NodeProcess:
+        node = NodeProcess(port=port or free_port(), args=list(args), host=host).start()
         nodes.append(node)
         return node
 
