@@ -50,12 +50,14 @@ def print_report(who: str, event: ClientEvent) -> None:
           f"gap {r.gap_ms} ms, tries {r.tries}")
 
 
-async def test_node_killed_both_come_back_on_the_second_node(start_node):
+@pytest.mark.parametrize("signaling", ["http", "session"])
+async def test_node_killed_both_come_back_on_the_second_node(start_node, signaling):
     a, b = start_node(), start_node()
     urls = [a.url, b.url]
     pub_events, sub_events = Recorder(), Recorder()
-    pub = await Publisher(urls, "fail", codec="vp8", on_event=pub_events).start()
-    sub = await Subscriber(urls, "fail", on_event=sub_events).start()
+    pub = await Publisher(urls, "fail", codec="vp8", signaling=signaling,
+                          on_event=pub_events).start()
+    sub = await Subscriber(urls, "fail", signaling=signaling, on_event=sub_events).start()
     try:
         await frames_advance(sub)
         assert pub.url == a.url and sub.url == a.url
@@ -130,16 +132,18 @@ async def test_vp8_stalling_too_gives_up_with_an_event(node):
         await pub.stop()
 
 
-async def test_unpublish_then_republish_viewer_resumes_by_itself(node):
+@pytest.mark.parametrize("signaling", ["http", "session"])
+async def test_unpublish_then_republish_viewer_resumes_by_itself(node, signaling):
     sub_events = Recorder()
-    pub = await Publisher(node.url, "again2", codec="vp8").start()
-    sub = await Subscriber(node.url, "again2", on_event=sub_events).start()
+    pub = await Publisher(node.url, "again2", codec="vp8", signaling=signaling).start()
+    sub = await Subscriber(node.url, "again2", signaling=signaling,
+                           on_event=sub_events).start()
     try:
         await frames_advance(sub)
         viewer_before = sub.viewer
         await pub.stop()  # unpublished on purpose
         await asyncio.sleep(0.5)
-        pub = await Publisher(node.url, "again2", codec="vp8").start()
+        pub = await Publisher(node.url, "again2", codec="vp8", signaling=signaling).start()
         await frames_advance(sub)
         # within the inactive timeout the node continued the same session
         assert sub.viewer is viewer_before

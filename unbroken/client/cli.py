@@ -21,6 +21,9 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     d = RestoreOptions()
     g = p.add_argument_group("restore (seed 004 knobs)")
     g.add_argument("--token", help="Bearer token")
+    g.add_argument("--signaling", choices=["http", "session"], default="http",
+                   help="WHIP/WHEP over HTTP with server-sent events, or the session "
+                        "channel (/ws) with server pings (default http)")
     g.add_argument("--no-restore", action="store_true", help="do not restore after faults")
     g.add_argument("--timeout-ms", type=int, default=d.timeout_ms,
                    help=f"longest wait between tries (default {d.timeout_ms})")
@@ -109,11 +112,11 @@ async def run(args) -> int:
     if args.command == "publish":
         client = Publisher(args.url, args.stream, source=from_spec(args.source),
                            codec=args.codec, token=args.token, options=options,
-                           on_event=on_event)
+                           signaling=args.signaling, on_event=on_event)
     else:
         client = Subscriber(args.url, args.stream, decode=not args.no_decode,
                             record=args.record, token=args.token, options=options,
-                            on_event=on_event)
+                            signaling=args.signaling, on_event=on_event)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

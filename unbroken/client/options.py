@@ -10,7 +10,7 @@ class RestoreOptions:
     # Restore connection: restart on session/stream failure until it works or tries run out
     restore: bool = True
     # first retries come at once, then follow this schedule (ms); capped by `timeout_ms`
-    backoff_ms: tuple[int, ...] = (0, 50, 100, 200, 400)
+    backoff_ms: tuple[int, ...] = (0, 25, 50, 100, 200, 400)
     # seed 004 "Timeout": the longest wait between two tries (ms)
     timeout_ms: int = 1000
     # seed 004 "Max tries": tries per fault before giving up (a success resets the count)

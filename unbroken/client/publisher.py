@@ -10,7 +10,8 @@ from aiortc import MediaStreamTrack
 from .events import PUBLISHING, UNPUBLISHED
 from .restorer import Attempt, Fault, RestoringClient
 from .sources import TrackFactory, testsrc
-from .watchdogs import EventStreamWatch, StallWatchdog
+from .signaling import Signaling
+from .watchdogs import StallWatchdog
 from .whip import WhipPublisher
 
 
@@ -20,24 +21,17 @@ class PublishAttempt(Attempt):
         self.client = client
         self.codec = client.codec
         self.session: WhipPublisher | None = None
+        self.signaling: Signaling | None = None
         self.tracks: list[MediaStreamTrack] = []
         self._watchers: list = []
 
     async def open(self) -> None:
-        options = self.client.options
-        self.tracks = self.client.source()
-        self.session = WhipPublisher(
-            self.url, self.client.stream, tracks=self.tracks, video_codec=self.codec,
-            token=self.client.token, http_timeout=options.connect_timeout_s,
-            on_state=self._on_state)
-        await self.session.start()
+        client = self.client
+        self.tracks = client.source()
+        self.signaling = Signaling(client.signaling, self.url, client.stream, client.token,
+                                   client.options, self._on_server_event, self.report_fault)
+        self.session = await self.signaling.publish(self.tracks, self.codec, self._on_state)
         self._watch_media()
-        if self.session.events_url:
-            watch = EventStreamWatch(
-                self.session.events_url, self.client.token, options.ping_period_ms / 1000,
-                options.missing_pings, self._on_server_event, self.report_fault)
-            watch.start()
-            self._watchers.append(watch)
 
     def _watch_media(self) -> None:
         """Media "arrives" when the sender's byte count grows; the bitrate check (seed 004)
@@ -89,21 +83,25 @@ class PublishAttempt(Attempt):
             poll.cancel()
         if self.session:
             await self.session.stop()
+        if self.signaling:
+            await self.signaling.close()
         for track in self.tracks:
             track.stop()
 
 
 class Publisher(RestoringClient):
     """Publishes `source` (a TrackFactory, see sources.py) to `stream` on the first URL
-    that takes it, and restores publishing by itself after faults."""
+    that takes it, and restores publishing by itself after faults. `signaling`:
+    "http" (WHIP) or "session" (the session channel)."""
 
     role = "publisher"
     live_state = PUBLISHING
     stopped_state = UNPUBLISHED
 
     def __init__(self, urls, stream: str, source: TrackFactory | None = None,
-                 codec: str = "h264", **kwargs) -> None:
+                 codec: str = "h264", signaling: str = "http", **kwargs) -> None:
         super().__init__(urls, stream, **kwargs)
+        self.signaling = signaling
         self.source = source or testsrc()
         self.codec = codec
 

@@ -17,7 +17,8 @@ import av
 from .events import PLAYING, STOPPED, ClientEvent
 from .recorder import EncodedRecorder
 from .restorer import Attempt, RestoringClient
-from .watchdogs import EventStreamWatch, StallWatchdog
+from .signaling import Signaling
+from .watchdogs import StallWatchdog
 from .whep import WhepViewer
 
 FrameCallback = Callable[[av.VideoFrame, int | None], None]
@@ -29,6 +30,7 @@ class PlayAttempt(Attempt):
         super().__init__(url)
         self.client = client
         self.viewer: WhepViewer | None = None
+        self.signaling: Signaling | None = None
         self._watchers: list = []
         self._tasks: list[asyncio.Task] = []
         self._inactive_since: float | None = None
@@ -45,11 +47,11 @@ class PlayAttempt(Attempt):
                     recorder.attach(pc)
 
             viewer_class = RecordingViewer
-        self.viewer = viewer_class(
-            self.url, client.stream, client.token, decode=client.decode,
-            on_frame=client.on_frame, http_timeout=options.connect_timeout_s,
+        self.signaling = Signaling(client.signaling, self.url, client.stream, client.token,
+                                   options, self._on_server_event, self.report_fault)
+        self.viewer = await self.signaling.play(
+            viewer_class, decode=client.decode, on_frame=client.on_frame,
             on_state=self._on_state)
-        await self.viewer.start()
         self._tasks.append(asyncio.create_task(self._follow_frames()))
         if options.media_silence_ms:
             silence = StallWatchdog("media_silence", lambda: self.viewer.packets,
@@ -57,12 +59,6 @@ class PlayAttempt(Attempt):
                                     self.report_fault)
             silence.start()
             self._watchers.append(silence)
-        if self.viewer.events_url:
-            watch = EventStreamWatch(
-                self.viewer.events_url, client.token, options.ping_period_ms / 1000,
-                options.missing_pings, self._on_server_event, self.report_fault)
-            watch.start()
-            self._watchers.append(watch)
 
     async def _follow_frames(self) -> None:
         """Marks media arrival from the viewer's frame count (first one promptly)."""
@@ -110,6 +106,8 @@ class PlayAttempt(Attempt):
             task.cancel()
         if self.viewer:
             await self.viewer.stop()
+        if self.signaling:
+            await self.signaling.close()
 
 
 class Subscriber(RestoringClient):
@@ -127,8 +125,9 @@ class Subscriber(RestoringClient):
 
     def __init__(self, urls, stream: str, decode: bool = True,
                  on_frame: FrameCallback | None = None, record: str | None = None,
-                 **kwargs) -> None:
+                 signaling: str = "http", **kwargs) -> None:
         super().__init__(urls, stream, **kwargs)
+        self.signaling = signaling
         self.recorder = EncodedRecorder(record) if record else None
         # recording takes frames on their way to the decoder: it needs the decoding path
         self.decode = decode or on_frame is not None or self.recorder is not None

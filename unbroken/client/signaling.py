@@ -1,0 +1,114 @@
+"""How an SDK attempt negotiates with a node and hears from it.
+
+"http": WHIP/WHEP over HTTP, with the session's server-sent events for stream
+events and liveness (keep-alives every `ping_period_ms`).
+"session": the session channel (`GET /ws`): offer/answer over the socket, server
+pings, stream states and node notices (see docs/session-channel.md).
+
+Either way the attempt gets the same media session object (a WhipPublisher or
+WhepViewer, or their session-channel twins) and two callbacks: `on_event(name, data)`
+for stream events ("active", "inactive", "reconnect") and `on_fault(name, last_good)`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .options import RestoreOptions
+from .session import SessionClient
+from .watchdogs import EventStreamWatch
+from .whep import WhepViewer
+from .whip import WhipPublisher
+
+SIGNALING = ("http", "session")
+
+
+class Signaling:
+    def __init__(self, kind: str, url: str, stream: str, token: str | None,
+                 options: RestoreOptions, on_event: Callable[[str, str], None],
+                 on_fault: Callable[[str, float | None], None]) -> None:
+        if kind not in SIGNALING:
+            raise ValueError(f"signaling must be one of {SIGNALING}")
+        self.kind = kind
+        self.url = url
+        self.stream = stream
+        self.token = token
+        self.options = options
+        self.on_event = on_event
+        self.on_fault = on_fault
+        self.channel: SessionClient | None = None
+        self._watch: EventStreamWatch | None = None
+
+    @property
+    def _period(self) -> float:
+        return self.options.ping_period_ms / 1000
+
+    async def publish(self, tracks, video_codec: str | None, on_state) -> WhipPublisher:
+        timeout = self.options.connect_timeout_s
+        if self.kind == "session":
+            await self._open_channel()
+            return await self.channel.publish(self.stream, tracks, video_codec,
+                                              on_state=on_state, http_timeout=timeout)
+        session = WhipPublisher(self.url, self.stream, tracks=tracks, video_codec=video_codec,
+                                token=self.token, http_timeout=timeout, on_state=on_state)
+        await session.start()
+        self._watch_events(session.events_url)
+        return session
+
+    async def play(self, viewer_class: type[WhepViewer], **viewer_args) -> WhepViewer:
+        timeout = self.options.connect_timeout_s
+        if self.kind == "session":
+            await self._open_channel()
+            viewer = _session_twin(viewer_class)(self.channel, self.stream,
+                                                 http_timeout=timeout, **viewer_args)
+            return await viewer.start()
+        viewer = viewer_class(self.url, self.stream, self.token, http_timeout=timeout,
+                              **viewer_args)
+        await viewer.start()
+        self._watch_events(viewer.events_url)
+        return viewer
+
+    async def _open_channel(self) -> None:
+        o = self.options
+        self.channel = SessionClient(
+            self.url, self.token, missing_pings=o.missing_pings,
+            ping_period=self._period * o.missing_pings, on_state=self._channel_state,
+            on_message=self._channel_message, connect_timeout=o.connect_timeout_s)
+        await self.channel.connect()
+
+    def _channel_state(self, state: str, code: str | None, reason: str | None) -> None:
+        if state == "FAILED":
+            last_ping = self.channel.last_ping_at if self.channel else None
+            self.on_fault(code or "session_failed", last_ping)
+
+    def _channel_message(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "stream_event":
+            self.on_event(message.get("event", ""), "")
+        elif kind == "node_draining":
+            self.on_event("reconnect", "node draining")
+        elif kind == "stream_state" and message.get("state") == "FAILED":
+            self.on_fault(message.get("code") or "stream_failed", time.monotonic())
+
+    def _watch_events(self, events_url: str | None) -> None:
+        if events_url:
+            self._watch = EventStreamWatch(events_url, self.token, self._period,
+                                           self.options.missing_pings, self.on_event,
+                                           self.on_fault)
+            self._watch.start()
+
+    async def close(self) -> None:
+        if self._watch:
+            self._watch.stop()
+        if self.channel:
+            await self.channel.close()
+
+
+def _session_twin(viewer_class: type[WhepViewer]) -> type:
+    """The session-channel version of a WhepViewer (sub)class."""
+    from .session import SessionViewer
+
+    if viewer_class is WhepViewer:
+        return SessionViewer
+    return type(f"Session{viewer_class.__name__}", (SessionViewer, viewer_class), {})
