@@ -198,3 +198,53 @@ async def test_nack_repairs_loss_on_the_way_to_a_viewer(node):
     finally:
         await viewer.stop()
         await pub.stop()
+
+
+async def test_sender_reports_keep_audio_and_video_in_sync(node):
+    """Viewers' sender reports map RTP time to the publisher's clock for both kinds alike."""
+    from aiortc import clock
+    from aiortc.rtp import RtcpSrPacket
+
+    class ReportWatchingViewer(WhepViewer):
+        def _add_transceivers(self, pc):
+            super()._add_transceivers(pc)
+            self.reports = {}
+            self.latest = {}
+            for t in pc.getTransceivers():
+                kind, receiver = t.kind, t.receiver
+                handle_rtcp, handle_rtp = receiver._handle_rtcp_packet, receiver._handle_rtp_packet
+
+                async def rtcp(packet, kind=kind, handle=handle_rtcp):
+                    if isinstance(packet, RtcpSrPacket):
+                        info = packet.sender_info
+                        self.reports[kind] = (info.ntp_timestamp, info.rtp_timestamp)
+                    await handle(packet)
+
+                async def rtp(packet, arrival_time_ms, kind=kind, handle=handle_rtp):
+                    self.latest[kind] = (packet.timestamp, clock.current_ntp_time())
+                    await handle(packet, arrival_time_ms)
+
+                receiver._handle_rtcp_packet = rtcp
+                receiver._handle_rtp_packet = rtp
+
+    pub = await publish(node.url, "sync", "vp8")
+    viewer = ReportWatchingViewer(node.url, "sync")
+    await viewer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(viewer.reports) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert set(viewer.reports) == {"audio", "video"}
+        offsets = {}
+        for kind, rate in (("audio", 48000), ("video", 90000)):
+            sr_ntp, sr_rtp = viewer.reports[kind]
+            rtp_ts, arrived_ntp = viewer.latest[kind]
+            delta = ((rtp_ts - sr_rtp + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+            capture_ntp = sr_ntp + (delta << 32) // rate
+            offsets[kind] = (arrived_ntp - capture_ntp) / (1 << 32)  # seconds in flight
+        print("capture→arrival per kind (s):", offsets)
+        assert all(-0.2 < v < 0.5 for v in offsets.values()), offsets
+        assert abs(offsets["audio"] - offsets["video"]) < 0.1, offsets
+    finally:
+        await viewer.stop()
+        await pub.stop()
