@@ -69,6 +69,9 @@ async def serve_commands(snapshot) -> None:
 
 
 async def publish(args) -> None:
+    """Publish until told to stop; republish at once if the server ends the session
+    (e.g. its media timeout fired while this box was starved of CPU). Viewers stay on
+    their sessions meanwhile; ``restarts`` in the snapshots says it happened."""
     from unbroken.client.testsrc import TestPatternVideoTrack, ToneAudioTrack
     from unbroken.client.whip import WhipPublisher
 
@@ -77,22 +80,56 @@ async def publish(args) -> None:
     width, height = (int(x) for x in args.size.split("x"))
     video = TestPatternVideoTrack(width, height, args.fps)
     tracks = [video, ToneAudioTrack()] if args.audio else [video]
-    publisher = WhipPublisher(args.url, args.stream, tracks=tracks, video_codec=args.codec)
-    await publisher.start()
-    try:
+    lost = asyncio.Event()
+    restarts = 0
+    sent_before = {"packets": 0, "bytes": 0}  # by the publishers replaced so far
+
+    async def connect() -> WhipPublisher:
+        lost.clear()
+        publisher = WhipPublisher(
+            args.url, args.stream, tracks=tracks, video_codec=args.codec,
+            on_state=lambda state: lost.set() if state in ("failed", "closed") else None)
+        await publisher.start()
         await publisher.wait_connected(10.0)
-        emit("ready", codec=publisher.codec)
+        return publisher
 
-        async def snapshot() -> dict:
-            sent = {"packets": 0, "bytes": 0}
-            for sender in publisher.pc.getSenders():
-                for stat in (await sender.getStats()).values():
-                    if stat.type == "outbound-rtp" and sender.track.kind == "video":
-                        sent = {"packets": stat.packetsSent, "bytes": stat.bytesSent}
-            return {"frames_sent": video.frames_sent, "video": sent}
+    async def video_sent(publisher: WhipPublisher) -> dict:
+        for sender in publisher.pc.getSenders():
+            for stat in (await sender.getStats()).values():
+                if stat.type == "outbound-rtp" and stat.kind == "video":
+                    return {"packets": stat.packetsSent, "bytes": stat.bytesSent}
+        return {"packets": 0, "bytes": 0}
 
+    async def keep_publishing() -> None:
+        nonlocal publisher, restarts
+        while True:
+            await lost.wait()
+            sent = await video_sent(publisher)
+            for key in sent_before:
+                sent_before[key] += sent[key]
+            await publisher.stop()
+            restarts += 1
+            while True:
+                try:
+                    publisher = await connect()
+                    break
+                except Exception as exc:  # the server may be busy: try again
+                    print(f"republishing failed: {exc!r}", file=sys.stderr)
+                    await asyncio.sleep(0.5)
+
+    async def snapshot() -> dict:
+        sent = await video_sent(publisher)
+        return {"frames_sent": video.frames_sent, "restarts": restarts,
+                "connection": publisher.connection_state,
+                "video": {key: sent_before[key] + sent[key] for key in sent}}
+
+    publisher = await connect()
+    emit("ready", codec=publisher.codec)
+    keeper = asyncio.ensure_future(keep_publishing())
+    try:
         await serve_commands(snapshot)
     finally:
+        keeper.cancel()
         await publisher.stop()
 
 

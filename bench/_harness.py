@@ -69,7 +69,8 @@ class Server:
     def node(cls) -> "Server":
         port = free_port()
         return cls("node", [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
-                            "--port", str(port), "--log-level", "warning"], port)
+                            "--port", str(port), "--log-level",
+                            os.environ.get("BENCH_NODE_LOG_LEVEL", "warning")], port)
 
     @classmethod
     def baseline(cls) -> "Server":

@@ -142,6 +142,8 @@ class Setup:
             "publisher_kbps": round((pub_b["video"]["bytes"] - pub_a["video"]["bytes"])
                                     * 8 / pub_dt / 1000, 1),
             "publisher_fps": round((pub_b["frames_sent"] - pub_a["frames_sent"]) / pub_dt, 1),
+            "publisher_restarts": pub_b["restarts"] - pub_a["restarts"],
+            "publisher_restarts_total": pub_b["restarts"],
             "decoding_viewer_fps": round(fps(dec_a, dec_b, 0), 1),
             "decoding_viewer_counters": counters,
             "picture_ok": picture_ok(counters),
@@ -180,7 +182,8 @@ def summarize(rows: list[dict]) -> dict:
                "all_viewers_min_fps": all(r["decoding_viewer_fps"] >= MIN_FPS
                                           and r["load_viewers_below_min_fps"] == 0
                                           for r in rows),
-               "picture_ok": all(r["picture_ok"] for r in rows)}
+               "picture_ok": all(r["picture_ok"] for r in rows),
+               "publisher_restarts": last["publisher_restarts_total"]}
     if len(rows) >= 2:
         xs = [r["packets_per_s"] for r in rows]
         ys = [r["server_cpu_pct"] / 100 for r in rows]
@@ -216,6 +219,9 @@ async def run_server(server: Server, steps: list[int], window: float,
                 log(f"{server.name}: N={n:3d}  cpu {row['server_cpu_pct']:6.1f}%  "
                     f"{row['packets_per_s']:8.1f} pkt/s  {row['us_per_packet']} µs/pkt  "
                     f"decoding viewer {row['decoding_viewer_fps']} fps")
+                if row["publisher_restarts_total"]:
+                    log(f"{server.name}: the server ended the publisher's session "
+                        f"{row['publisher_restarts_total']} time(s) so far; republished")
                 if give_up_fps is not None and row["decoding_viewer_fps"] < give_up_fps:
                     stopped_early = (f"decoding viewer at {row['decoding_viewer_fps']} fps "
                                      f"< {give_up_fps}: server saturated")
