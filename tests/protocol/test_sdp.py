@@ -1,7 +1,7 @@
 """SDP offer checks and trickle-ICE fragments (unbroken.protocol.sdp), on real aiortc offers."""
 
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from unbroken.protocol.sdp import (
     SdpError,
@@ -13,7 +13,7 @@ from unbroken.protocol.sdp import (
 
 @pytest.fixture
 async def offer() -> str:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: nothing to wait for
     pc.addTransceiver("video", direction="sendonly")
     pc.addTransceiver("audio", direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
