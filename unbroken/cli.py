@@ -25,6 +25,20 @@ def _node_options(p) -> None:
     p.add_argument("--drain-timeout", type=float,
                    help="seconds to let sessions end after SIGTERM (default 5)")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
+    p.add_argument("--hls", choices=["on_demand", "always", "off"],
+                   help="HLS packaging: while watched, always for H264 streams, or off "
+                        "(default on_demand)")
+    p.add_argument("--hls-transcode", choices=["on_demand", "off"],
+                   help="transcode VP8/Opus to H264/AAC for HLS viewers (default on_demand)")
+    p.add_argument("--hls-segment-duration", type=float,
+                   help="HLS target segment duration in seconds (default 1)")
+    p.add_argument("--hls-part-duration", type=float,
+                   help="LL-HLS part duration in seconds, 0 = plain HLS (default 0.5)")
+    p.add_argument("--hls-window", type=int, help="segments in the HLS playlist (default 6)")
+    p.add_argument("--hls-idle-timeout", type=float,
+                   help="seconds without HLS requests before packaging stops (default 15)")
+    p.add_argument("--hls-end-grace", type=float,
+                   help="seconds without publisher before the playlist ends (default 5)")
 
 
 def _up_parser(sub) -> None:
@@ -43,7 +57,11 @@ def _node_config(args, command: str):
             args.config, host=args.host, port=args.port, token=args.token,
             media_timeout=args.media_timeout, connect_timeout=args.connect_timeout,
             on_publisher_conflict=args.on_publisher_conflict,
-            drain_timeout=args.drain_timeout, log_level=args.log_level)
+            drain_timeout=args.drain_timeout, log_level=args.log_level,
+            hls=args.hls, hls_transcode=args.hls_transcode,
+            hls_segment_duration=args.hls_segment_duration,
+            hls_part_duration=args.hls_part_duration, hls_window=args.hls_window,
+            hls_idle_timeout=args.hls_idle_timeout, hls_end_grace=args.hls_end_grace)
     except (ValueError, OSError) as exc:
         sys.exit(f"unbroken {command}: {exc}")
 

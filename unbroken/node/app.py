@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import api, session_channel, whip_whep
+from . import api, hls, session_channel, whip_whep
 from .config import NodeConfig
 from .http_common import errors_and_cors
 from .state import NodeState
@@ -27,6 +27,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app["metrics"] = state.metrics
     whip_whep.add_routes(app)
     api.add_routes(app)
+    hls.setup(app, state, config)
     app.router.add_get("/", index)
     app.router.add_static("/web/", str(WEB_DIR), show_index=False)
 

@@ -25,6 +25,23 @@ class NodeConfig:
     # seconds to wait for sessions to end after SIGTERM before closing them
     drain_timeout: float = 5.0
     log_level: str = "info"
+    # HLS fallback (docs/hls.md): "on_demand" packages a stream while HLS requests come,
+    # "always" packages every H264 stream from its start, "off" serves no HLS
+    hls: str = "on_demand"
+    # VP8/Opus sources: "on_demand" transcodes to H264/AAC while watched over HLS, "off" never
+    hls_transcode: str = "on_demand"
+    # target segment duration (s); segments are cut at keyframes (asked for with PLI)
+    hls_segment_duration: float = 1.0
+    # LL-HLS part duration (s); 0 = plain HLS without parts
+    hls_part_duration: float = 0.5
+    # segments listed in the playlist
+    hls_window: int = 6
+    # seconds without HLS requests after which on-demand packaging/transcoding stops
+    hls_idle_timeout: float = 15.0
+    # seconds a stream may be without publisher before its playlist ends (EXT-X-ENDLIST)
+    hls_end_grace: float = 5.0
+    # libx264 preset of the VP8 → H264 transcoder
+    hls_x264_preset: str = "veryfast"
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "NodeConfig":
@@ -68,7 +85,21 @@ class NodeConfig:
             raise ValueError("media_timeout must be between 0.1 and 60 seconds")
         if self.connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
+        if self.hls not in ("on_demand", "always", "off"):
+            raise ValueError("hls must be 'on_demand', 'always' or 'off'")
+        if self.hls_transcode not in ("on_demand", "off"):
+            raise ValueError("hls_transcode must be 'on_demand' or 'off'")
+        if self.hls_idle_timeout <= 0 or self.hls_end_grace < 0:
+            raise ValueError("hls_idle_timeout must be positive, hls_end_grace not negative")
+        if self.hls_x264_preset not in _X264_PRESETS:
+            raise ValueError(f"hls_x264_preset must be one of {', '.join(_X264_PRESETS)}")
+        from unbroken.media.hls import HlsSettings
 
+        HlsSettings(segment_duration=self.hls_segment_duration,
+                    part_duration=self.hls_part_duration, window=self.hls_window).validate()
+
+
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 # field annotation -> accepted Python types (TOML integers are fine for float settings)
 _TYPES = {"str": str, "int": int, "float": (int, float)}
