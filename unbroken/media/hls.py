@@ -47,6 +47,7 @@ BASE_SECONDS = 10.0
 AAC_RATE = 48_000
 MAX_QUEUE = 2000  # queued packets before the worker is considered behind (then resyncs)
 TS_PACKET = 188
+AAC_CODER = "fast"
 
 
 @dataclass
@@ -58,7 +59,7 @@ class HlsSettings:
     # segments listed in the playlist (older ones are kept a little longer, then freed)
     window: int = 6
     # libx264 preset for VP8 → H264 transcoding
-    x264_preset: str = "veryfast"
+    x264_preset: str = "superfast"
     x264_crf: int = 23
     audio_bitrate: int = 96_000
 
@@ -649,6 +650,7 @@ class AudioTranscoder:
         self.encoder.format = "fltp"
         self.encoder.bit_rate = settings.audio_bitrate
         self.encoder.time_base = Fraction(1, AAC_RATE)
+        self.encoder.options = {"aac_coder": AAC_CODER}
         self.encoder.open()
         self.extradata = bytes(self.encoder.extradata or b"")
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AAC_RATE,

@@ -41,7 +41,7 @@ class NodeConfig:
     # seconds a stream may be without publisher before its playlist ends (EXT-X-ENDLIST)
     hls_end_grace: float = 5.0
     # libx264 preset of the VP8 → H264 transcoder
-    hls_x264_preset: str = "veryfast"
+    hls_x264_preset: str = "superfast"
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "NodeConfig":

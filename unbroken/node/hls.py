@@ -195,7 +195,8 @@ class HlsService:
         self.settings.validate()
         self.entries: dict[str, StreamHls] = {}
         self._task: asyncio.Task | None = None
-        self.linger = max(5.0, 2 * self.settings.window * self.settings.segment_duration)
+        self.linger = 2 * max(self.settings.target_duration,
+                              self.settings.window * self.settings.segment_duration)
 
     async def start(self) -> None:
         if self.config.hls != "off":
