@@ -14,10 +14,8 @@ log = logging.getLogger("unbroken.node")
 
 # stream states and the drain notice, with the same fields as on the session socket
 STATE_EVENTS = ("stream_state", "node_draining")
-# events a WHEP client may subscribe to (draft-ietf-wish-whep, server-sent events)
+# events a WHIP/WHEP client may subscribe to (draft-ietf-wish-whep, server-sent events)
 WHEP_EVENTS = ("active", "inactive", "reconnect", "viewercount", *STATE_EVENTS)
-# events of a WHIP session's server-sent events (an extension, same link relation)
-WHIP_EVENTS = ("reconnect", *STATE_EVENTS)
 MAX_QUEUED_EVENTS = 64
 
 

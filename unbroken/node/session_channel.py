@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from .state import NodeState, NotLive, Session, StreamBusy
 
 log = logging.getLogger("unbroken.node.ws")
 
+# aiohttp's own frame limit, as a multiple of max_message_bytes: messages in between are
+# read whole and refused with session_closing + 1009 (a clean close the client sees);
+# beyond it aiohttp stops reading and closes at once (1009, reason set in _Socket.close)
+HARD_LIMIT_FACTOR = 16
 OUTBOX_LIMIT = 512  # messages waiting for a socket that does not keep up
 CLOSE_TIMEOUT = 2.0  # seconds a close handshake may take
 MAX_SOCKETS = 5000
@@ -91,7 +96,8 @@ class _Socket(web.WebSocketResponse):
                     drain: bool = True) -> bool:
         session = self.session
         if code == WSCloseCode.MESSAGE_TOO_BIG and not message and session is not None:
-            reason = f"a message exceeded {session.limits.max_message_bytes} bytes"
+            hard = session.limits.max_message_bytes * HARD_LIMIT_FACTOR
+            reason = f"a message exceeded {hard} bytes"
             if session.take_over_close(proto.MESSAGE_TOO_BIG, reason):
                 try:
                     await self.send_str(proto.encode(
@@ -153,6 +159,8 @@ class SocketSession:
         self.closing: tuple[str, str] | None = None  # (code, reason) of a server close
         self.ended = False  # the socket is done: no more sends, streams released
         self.finished = asyncio.Event()
+        self._close_requested = asyncio.Event()
+        self._pinger: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         ws.session = self
 
@@ -173,6 +181,7 @@ class SocketSession:
         self.outbox.put_nowait(proto.encode(proto.session_closing(code, reason)))
         self.closing = (code, reason)
         self.outbox.put_nowait(None)
+        self._close_requested.set()
         log.info("session channel closing", extra={"channel": self.id, "code": code,
                                                    "reason": reason})
 
@@ -188,23 +197,15 @@ class SocketSession:
         return True
 
     async def _write_loop(self) -> None:
+        """Send queued messages in order until the None that follows a server close."""
         try:
             while True:
                 text = await self.outbox.get()
                 if text is None:
-                    break
+                    return
                 await self.ws.send_str(text)
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+        except (ConnectionError, RuntimeError):
             return
-        if self.closing is not None and not self.ws.closed:
-            code, reason = self.closing
-            try:
-                await asyncio.wait_for(
-                    self.ws.close(code=proto.close_code(code),
-                                  message=proto.close_reason(reason).encode()),
-                    CLOSE_TIMEOUT)
-            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-                self._abort()
 
     def _abort(self) -> None:
         transport = self.request.transport
@@ -219,36 +220,48 @@ class SocketSession:
 
     # -- the session ------------------------------------------------------------------
     async def run(self) -> None:
+        """The session from welcome to close. A server-side close (``close()``) stops
+        the reader, ends the streams, sends what is queued (session_closing last), then
+        does the close handshake: aiohttp reads and discards until the client's close
+        frame, so unread input cannot reset the connection under our last messages."""
         self.registry.sockets[self.id] = self
         writer = asyncio.ensure_future(self._write_loop())
-        pinger: asyncio.Task | None = None
+        reader = asyncio.ensure_future(self._read_session())
+        closer = asyncio.ensure_future(self._close_requested.wait())
         end_reason = "session closed"
         try:
-            if await self._handshake():
-                pinger = asyncio.ensure_future(self._ping_loop())
-                end_reason = await self._read_loop()
-            else:
-                end_reason = "session lost: no hello"
-        except Exception:
-            log.exception("session channel failed", extra={"channel": self.id})
-            self.close(proto.INTERNAL_ERROR, "internal error")
-            end_reason = "session lost: internal error"
+            await asyncio.wait({reader, closer}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():  # closed by the node: stop reading, close below
+                reader.cancel()
+            results = await asyncio.gather(reader, return_exceptions=True)
+            if isinstance(results[0], str):
+                end_reason = results[0]
+            elif isinstance(results[0], Exception):
+                log.error("session channel failed", exc_info=results[0],
+                          extra={"channel": self.id})
+                self.close(proto.INTERNAL_ERROR, "internal error")
+            if self.closing is not None:
+                end_reason = f"session lost: {self.closing[0]}"
         finally:
-            if pinger:
-                pinger.cancel()
+            closer.cancel()
+            if self._pinger is not None:
+                self._pinger.cancel()
             await self._release(end_reason)
             if self.closing is not None:
-                try:  # let the writer send what is queued and the close frame
-                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT + 1)
+                try:  # queued messages first, session_closing last
+                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT)
                 except asyncio.TimeoutError:
-                    self._abort()
-            self.ended = True
+                    pass
             writer.cancel()
             for task in list(self._tasks):
                 task.cancel()
             if not self.ws.closed:
+                code, reason = self.closing or (proto.CLIENT_CLOSED, "")
                 try:
-                    await asyncio.wait_for(self.ws.close(), CLOSE_TIMEOUT)
+                    await asyncio.wait_for(
+                        self.ws.close(code=proto.close_code(code),
+                                      message=proto.close_reason(reason).encode()),
+                        CLOSE_TIMEOUT + 0.5)
                 except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                     self._abort()
             self.registry.sockets.pop(self.id, None)
@@ -256,6 +269,14 @@ class SocketSession:
             log.info("session channel closed", extra={
                 "channel": self.id, "reason": end_reason,
                 "age": round(time.monotonic() - self.created_at, 3)})
+
+    async def _read_session(self) -> str:
+        """Handshake, then messages until the socket ends; returns the reason its
+        streams end with."""
+        if not await self._handshake():
+            return "session lost: no hello"
+        self._pinger = asyncio.ensure_future(self._ping_loop())
+        return await self._read_loop()
 
     async def _release(self, reason: str) -> None:
         """The socket is gone: end every stream it holds."""
@@ -270,6 +291,14 @@ class SocketSession:
         await asyncio.gather(*(self.state.end(s, reason) for s in sessions),
                              return_exceptions=True)
 
+    def _too_big(self, data: str | bytes) -> bool:
+        limit = self.limits.max_message_bytes
+        if len(data) > limit or isinstance(data, str) and len(data) * 4 > limit and \
+                len(data.encode()) > limit:
+            self.close(proto.MESSAGE_TOO_BIG, f"a message exceeded {limit} bytes")
+            return True
+        return False
+
     async def _handshake(self) -> bool:
         """Wait for a valid hello; answer welcome. False when the session cannot start."""
         try:
@@ -277,6 +306,8 @@ class SocketSession:
         except asyncio.TimeoutError:
             self.close(proto.HELLO_REQUIRED,
                        f"no hello within {self.limits.hello_timeout:g} s")
+            return False
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and self._too_big(msg.data):
             return False
         if msg.type != WSMsgType.TEXT:
             if msg.type == WSMsgType.BINARY:
@@ -323,6 +354,8 @@ class SocketSession:
         """Handle messages until the socket ends; returns the reason the streams end with."""
         while True:
             msg = await self.ws.receive()
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and self._too_big(msg.data):
+                continue  # closing: the reply to our close frame ends the loop
             if msg.type == WSMsgType.TEXT:
                 self._received(msg.data)
             elif msg.type == WSMsgType.BINARY:
@@ -457,8 +490,7 @@ class SocketSession:
         except NotLive:
             return self._refuse(handle, proto.NOT_LIVE, f"stream {handle.stream!r} is not live")
         except NegotiationError as exc:
-            code = proto.BAD_CODEC if exc.status == 406 else proto.NEGOTIATION_FAILED
-            return self._refuse(handle, code, exc.reason)
+            return self._refuse(handle, *_negotiation_failure(exc))
         except Exception:
             log.exception("negotiation failed", extra={"channel": self.id,
                                                        "stream": handle.stream})
@@ -525,6 +557,21 @@ class SocketSession:
                             for h in self.handles.values()}}
 
 
+_NO_COMMON_CODEC = re.compile(r"Failed to set remote (\w+) description send parameters")
+
+
+def _negotiation_failure(exc: NegotiationError) -> tuple[str, str]:
+    """(code, reason): unsupported_codec when the offer has no codec the node can use
+    (the node answers 406, or aiortc found no common codec for a media section)."""
+    if exc.status == 406:
+        return proto.BAD_CODEC, exc.reason
+    found = _NO_COMMON_CODEC.search(exc.reason)
+    if found:
+        return proto.BAD_CODEC, (f"the offer's {found.group(1)} section has no codec this "
+                                 f"node can use (video: VP8, H264; audio: Opus)")
+    return proto.NEGOTIATION_FAILED, exc.reason
+
+
 def _resource(kind: str, media: Session) -> str:
     """The media session as a WHIP/WHEP resource (relative: works behind a proxy)."""
     return f"/{'whip' if kind == 'publish' else 'whep'}/{media.stream.name}/{media.id}"
@@ -537,7 +584,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if "Authorization" in request.headers:  # non-browser clients may use the header
         check_token(request, state.config.token)
         authorized = True
-    ws = _Socket(max_msg_size=registry.limits.max_message_bytes, heartbeat=None,
+    ws = _Socket(max_msg_size=registry.limits.max_message_bytes * HARD_LIMIT_FACTOR,
+                 heartbeat=None,
                  compress=False, timeout=CLOSE_TIMEOUT, autoping=True)
     if not ws.can_prepare(request).ok:
         raise HttpError(426, "upgrade_required", "GET /ws needs a WebSocket upgrade",
