@@ -33,8 +33,16 @@ class RestoreOptions:
     inactive_timeout_ms: int = 2000
     # watch the host's interfaces and default route; on a change, restore at once
     network_watch: bool = True
-    # subscriber transport order (seed 000); "hls" arrives with the HLS issue
+    # subscriber transport order (seed 000): "whep" and/or "hls" (docs/hls.md), first preferred
     transports: tuple[str, ...] = field(default=("whep",))
+    # this many attempts in a row failing on a transport (refused, unreachable, no media;
+    # "not live" does not count) → the subscriber moves to the next one in `transports`
+    transport_failures: int = 3
+    # while not on the first transport, try it again this often and move back when it
+    # plays (make-before-break); 0 = only when asked (Subscriber.switch_transport)
+    transport_probe_ms: int = 10000
+    # HLS transport: Low-Latency HLS (parts, blocking reloads) when the server offers it
+    hls_low_latency: bool = True
     # seconds a single connect attempt may take (HTTP + ICE + DTLS + first media)
     connect_timeout_s: float = 5.0
 
@@ -49,6 +57,8 @@ class RestoreOptions:
             raise ValueError("missing_pings >= 1 and ping_period_ms in [50, 60000]")
         if self.bitrate_max_tries < 1 or self.bitrate_check_interval_ms < 20:
             raise ValueError("bitrate_max_tries >= 1 and bitrate_check_interval_ms >= 20")
+        if self.transport_failures < 1 or self.transport_probe_ms < 0:
+            raise ValueError("transport_failures >= 1 and transport_probe_ms >= 0")
         unknown = set(self.transports) - {"whep", "hls"}
         if unknown or not self.transports:
             raise ValueError(f"transports must be taken from whep, hls: {self.transports}")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import av
 
 from .events import PLAYING, STOPPED, ClientEvent
+from .hls import HlsAttempt, HlsPlayer
 from .recorder import EncodedRecorder
 from .restorer import Attempt, RestoringClient
 from .signaling import Signaling
@@ -23,9 +24,12 @@ from .whep import WhepViewer
 
 FrameCallback = Callable[[av.VideoFrame, int | None], None]
 FIRST_MEDIA_POLL = 0.005
+NOT_LIVE = (404, 409)  # answers that say the stream is not there, not that the transport fails
 
 
 class PlayAttempt(Attempt):
+    transport = "whep"
+
     def __init__(self, client: "Subscriber", url: str) -> None:
         super().__init__(url)
         self.client = client
@@ -110,6 +114,89 @@ class PlayAttempt(Attempt):
             await self.signaling.close()
 
 
+class SwitchingAttempt(Attempt):
+    """A subscriber session whose transport (WHEP or HLS: the inner attempt) can change
+    underneath the restore loop: `switch()` opens the other transport, and swaps only once
+    it delivers media (make-before-break). Faults of the current inner attempt are this
+    attempt's faults; failures to connect are counted per transport by the Subscriber."""
+
+    def __init__(self, client: "Subscriber", url: str) -> None:
+        super().__init__(url)
+        self.client = client
+        self.transport = client.transport
+        self.inner = client._transport_attempt(self.transport, url)
+        self._relay: asyncio.Task | None = None
+        self._closed = False
+
+    @property
+    def viewer(self):
+        return self.inner.viewer
+
+    async def open(self) -> None:
+        try:
+            await self.inner.open()
+        except BaseException as exc:
+            self.client._transport_failed(self.transport, exc)
+            raise
+        self._relay = asyncio.create_task(self._relay_faults(self.inner))
+
+    async def wait_media(self, timeout: float) -> None:
+        try:
+            await self.inner.wait_media(timeout)
+        except BaseException as exc:
+            self.client._transport_failed(self.transport, exc)
+            raise
+        self._adopt(self.inner)
+        self.client._transport_worked(self.transport)
+
+    def _adopt(self, inner: Attempt) -> None:
+        if self.first_media_at is None:
+            self.first_media_at = inner.first_media_at
+        self.last_media_at = inner.last_media_at
+        self._media.set()
+
+    async def _relay_faults(self, inner: Attempt) -> None:
+        fault = await inner.wait_fault()
+        if inner is self.inner and not self._fault.done():
+            self.last_media_at = inner.last_media_at or self.last_media_at
+            self._fault.set_result(fault)
+
+    async def switch(self, transport: str) -> bool:
+        """Play over `transport` instead, if it delivers media; False if it does not."""
+        if transport == self.transport:
+            return True
+        options = self.client.options
+        new = self.client._transport_attempt(transport, self.url)
+        try:
+            await asyncio.wait_for(new.open(), options.connect_timeout_s)
+            await new.wait_media(options.connect_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure: stay where we are
+            self.client._close_in_background(new)
+            self.client._emit(ClientEvent("transport_probe", state=transport,
+                                          reason=repr(exc)[:200], url=self.url))
+            return False
+        except asyncio.CancelledError:
+            self.client._close_in_background(new)
+            raise
+        if self._closed or self._fault.done():
+            self.client._close_in_background(new)
+            return False
+        old, self.inner = self.inner, new
+        self.transport = transport
+        self._relay = asyncio.create_task(self._relay_faults(new))
+        self._adopt(new)
+        self.client._close_in_background(old)
+        self.client._transport_worked(transport)
+        self.client._set_transport(transport, "switched")
+        return True
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._relay:
+            self._relay.cancel()
+        await self.inner.close()
+
+
 class Subscriber(RestoringClient):
     """Plays `stream` from the first URL that has it and restores playback by itself.
 
@@ -133,17 +220,73 @@ class Subscriber(RestoringClient):
         self.decode = decode or on_frame is not None or self.recorder is not None
         self.on_frame = on_frame
         self.transport = self.options.transports[0]
+        self._failures = {t: 0 for t in self.options.transports}
+        self._probe: asyncio.Task | None = None
 
     def _new_attempt(self, url: str) -> Attempt:
-        return PlayAttempt(self, url)
+        if len(self.options.transports) > 1:
+            return SwitchingAttempt(self, url)
+        return self._transport_attempt(self.transport, url)
+
+    def _transport_attempt(self, transport: str, url: str) -> Attempt:
+        return HlsAttempt(self, url) if transport == "hls" else PlayAttempt(self, url)
+
+    # transport failover (docs/hls.md) --------------------------------------------------
+    def _transport_failed(self, transport: str, exc: BaseException) -> None:
+        if self._stopping or getattr(exc, "status", None) in NOT_LIVE:
+            return
+        self._failures[transport] = self._failures.get(transport, 0) + 1
+        transports = self.options.transports
+        if (transport == self.transport and len(transports) > 1
+                and self._failures[transport] >= self.options.transport_failures):
+            self._failures[transport] = 0
+            following = transports[(transports.index(transport) + 1) % len(transports)]
+            self._set_transport(following, f"{transport} failed "
+                                           f"{self.options.transport_failures} times")
+
+    def _transport_worked(self, transport: str) -> None:
+        self._failures[transport] = 0
+
+    def _set_transport(self, transport: str, why: str) -> None:
+        if transport != self.transport:
+            self.transport = transport
+            self._emit(ClientEvent("transport", state=transport, reason=why, url=self.url))
+
+    async def switch_transport(self, transport: str) -> bool:
+        """Move playback to `transport` now (make-before-break); False if it did not play."""
+        if transport not in self.options.transports:
+            raise ValueError(f"{transport!r} is not in transports {self.options.transports}")
+        attempt = self.attempt
+        if not isinstance(attempt, SwitchingAttempt):
+            return transport == self.transport
+        return await attempt.switch(transport)
+
+    async def start(self) -> "Subscriber":
+        await super().start()
+        probe_ms = self.options.transport_probe_ms
+        if len(self.options.transports) > 1 and probe_ms:
+            self._probe = asyncio.create_task(self._probe_preferred(probe_ms / 1000))
+        return self
+
+    async def _probe_preferred(self, interval: float) -> None:
+        """While on a fallback transport, try the preferred one every `interval`."""
+        preferred = self.options.transports[0]
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            attempt = self.attempt
+            if (isinstance(attempt, SwitchingAttempt) and attempt.transport != preferred
+                    and self.state == PLAYING):
+                await attempt.switch(preferred)
 
     async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         await super().stop()
         if self.recorder is not None:
             self.recorder.close()
 
     @property
-    def viewer(self) -> WhepViewer | None:
+    def viewer(self) -> WhepViewer | HlsPlayer | None:
         return self.attempt.viewer if self.attempt else None
 
     def stats(self) -> dict:
