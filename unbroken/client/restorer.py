@@ -22,6 +22,10 @@ from .schedule import RetrySchedule
 
 log = logging.getLogger("unbroken.client")
 
+# faults that say nothing against the node: the restore tries the same node first, so a
+# publisher that republishes there keeps its viewers on their sessions
+SAME_NODE_FAULTS = frozenset({"bitrate_zero", "network_change"})
+
 
 @dataclass
 class Fault:
@@ -214,7 +218,9 @@ class RestoringClient:
                 self.done.set()
                 return
             self._emit(ClientEvent("restoring", reason=fault.name, url=attempt.url))
-            first = (self._url_index + 1) % len(self.urls) if len(self.urls) > 1 else 0
+            first = self._url_index
+            if fault.name not in SAME_NODE_FAULTS:
+                first = (first + 1) % len(self.urls)
             new = await self._connect(first, fault)
             if new is None:
                 self._emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
