@@ -13,4 +13,11 @@ if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
     fi
 fi
 
+# hls.js (npm) for tests/browser/test_hls_chromium.py, once into a cache (same version as the test)
+HLSJS_CACHE="${HLSJS_CACHE:-$HOME/.cache/unbroken-tests/hlsjs}"
+if command -v npm >/dev/null && [[ ! -f "$HLSJS_CACHE/node_modules/hls.js/dist/hls.min.js" ]]; then
+    npm install --prefix "$HLSJS_CACHE" --no-audit --no-fund --loglevel=error hls.js@1.7.4 \
+        || echo "test.sh: npm install hls.js failed (the HLS browser tests will try again)" >&2
+fi
+
 python3 -m pytest -q -p no:cacheprovider "$@"
