@@ -47,20 +47,6 @@ class Failures(logging.Handler):
         self.records.append(self.format(record))
 
 
-def known_bug(traceback: str) -> str | None:
-    """Which already reported bug, if any, a handler's traceback shows."""
-    frames = re.findall(r'File "([^"]+)", line \d+, in (\w+)', traceback)
-    in_answer = any(path.endswith("unbroken/media/peer.py") and fn == "answer"
-                    for path, fn in frames)
-    if in_answer and frames and "/aiortc/" in frames[-1][0]:
-        # once the offer is applied, Peer.answer() lets aiortc's own errors from
-        # createAnswer/setLocalDescription escape (AttributeError on a BUNDLE group naming
-        # a missing section, AssertionError re-parsing an answer with an empty m= line)
-        # instead of raising NegotiationError
-        return "unbroken/media/peer.py: aiortc errors in answer() become 500"
-    return None
-
-
 async def make_offer(direction: str) -> str:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: nothing to wait for
     try:
@@ -88,12 +74,6 @@ class Fuzzed:
             await resp.read()
             status = resp.status
             location = resp.headers.get("Location")
-        if status >= 500:
-            failures = self.failures.records[before:]
-            known = {known_bug(tb) for tb in failures}
-            if failures and None not in known:
-                pytest.xfail(f"known bug: {', '.join(sorted(known))} "
-                             f"({failures[0].splitlines()[-1]})")
         assert status < 500, (method, path, status, self.failures.records[before:])
         if status == 201 and method == "POST" and not str(path).endswith("/events"):
             # a session came out of it: end it again at once
@@ -132,8 +112,7 @@ async def fuzzed():
             assert len(sessions) == 2, sessions
     finally:
         server_log.removeHandler(failures)
-    unknown = [tb for tb in failures.records if known_bug(tb) is None]
-    assert not unknown, unknown
+    assert not failures.records, failures.records
 
 
 # -- strategies ---------------------------------------------------------------------------
@@ -253,14 +232,10 @@ async def test_random_paths_and_methods(fuzzed, method, root, segments, content_
         url = URL(path, encoded=True)
     except ValueError:
         assume(False)
-    # known, see test_static_file_with_a_very_long_name_is_404
-    assume(not (root == "web" and segments and len(segments[0]) > 255))
     headers = {"Content-Type": content_type} if content_type else {}
     await fuzzed.request(method, url, data=body, headers=headers)
 
 
-@pytest.mark.xfail(strict=True, reason="app.py add_static('/web/'): aiohttp's FileResponse "
-                   "does not catch ENAMETOOLONG, so the request is answered 500")
 async def test_static_file_with_a_very_long_name_is_404():
     async with TestClient(TestServer(create_app(NodeConfig()))) as client:
         async with client.get("/web/" + "x" * 300) as resp:

@@ -405,11 +405,8 @@ async def test_whep_on_a_stream_that_is_not_live_is_409_with_retry_after(srv, ht
     assert refused.value.status == 409 and refused.value.retry_after >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="media/peer.py SubscriberPeer.answer: with none of the "
-                   "stream's codecs left, aiortc writes an m= line without formats and its "
-                   "own parser asserts in setLocalDescription: 500 instead of 406")
 async def test_viewer_that_cannot_take_the_stream_codec_is_406(start_node, http):
-    srv = start_node()  # its own node: the failure it documents logs a traceback
+    srv = start_node()
     stream = name()
     publisher = await Session.create(http, srv.url, "whip", stream,
                                      await offer("sendonly", codec="h264"))
@@ -791,9 +788,6 @@ async def test_token(start_node, http):
 
 # -- publisher conflict: replace ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="state.py publish(): closing the replaced publisher "
-                   "leaves the stream idle and _forget_idle drops it from state.streams; the "
-                   "new publisher is attached to the orphaned Stream object")
 async def test_replace_publisher(start_node, http):
     node = start_node("--on-publisher-conflict", "replace")
     stream = name()

@@ -46,6 +46,10 @@ def _media_transceivers(pc: RTCPeerConnection) -> list:
     return transceivers
 
 
+# what the node forwards; anything else in an offer is left out of the answer
+FORWARDED_MIME_TYPES = ("audio/opus", "video/vp8", "video/h264")
+
+
 async def _apply_offer(pc: RTCPeerConnection, sdp: str) -> None:
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -53,6 +57,18 @@ async def _apply_offer(pc: RTCPeerConnection, sdp: str) -> None:
         raise
     except Exception as exc:  # aiortc raises assorted errors on malformed SDP
         raise NegotiationError(f"invalid SDP offer: {exc}") from exc
+
+
+async def _make_answer(pc: RTCPeerConnection) -> str:
+    try:
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # offers aiortc accepts but cannot answer (e.g. a broken BUNDLE)
+        raise NegotiationError(f"cannot answer this offer: {exc}") from exc
+    return pc.localDescription.sdp
+
+
+def _media_codecs(transceiver) -> list[RTCRtpCodecParameters]:
+    return [c for c in rtc_internals.negotiated_codecs(transceiver) if not is_rtx(c)]
 
 
 class Peer:
@@ -110,20 +126,20 @@ class PublisherPeer(Peer):
         await _apply_offer(self.pc, offer_sdp)
         transceivers = _media_transceivers(self.pc)
         for t in transceivers:
+            rtc_internals.restrict_answer_codecs(t, FORWARDED_MIME_TYPES)
             t.direction = "recvonly"
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        if not any(_media_codecs(t) for t in transceivers):
+            raise NegotiationError("offer has no codec this node can receive "
+                                   "(H264 packetization-mode=1, VP8, Opus)", status=406)
+        answer = await _make_answer(self.pc)
         receivers: dict[str, TrackReceiver] = {}
         for t in transceivers:
-            media_codecs = [c for c in rtc_internals.negotiated_codecs(t) if not is_rtx(c)]
+            media_codecs = _media_codecs(t)
             if not media_codecs or t.currentDirection == "inactive":
                 continue
             receivers[t.kind] = self._tap(t, media_codecs)
-        if not receivers:
-            raise NegotiationError("offer has no codec this node can receive "
-                                   "(H264 packetization-mode=1, VP8, Opus)", status=406)
         self.source = Source(self.id, receivers)
-        return self.pc.localDescription.sdp
+        return answer
 
     def _tap(self, transceiver, media_codecs: list[RTCRtpCodecParameters]) -> TrackReceiver:
         rtc_receiver = transceiver.receiver
@@ -165,28 +181,23 @@ class SubscriberPeer(Peer):
         for t in transceivers:
             wanted = stream_codecs.get(t.kind)
             if wanted is not None:
-                rtc_internals.restrict_answer_codecs(t, wanted.mimeType)
-            t.direction = "sendonly"
-            t.sender.replaceTrack(rtc_internals.SilentTrack(t.kind))
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
-        for t in transceivers:
-            media_codecs = [c for c in rtc_internals.negotiated_codecs(t) if not is_rtx(c)]
-            wanted = stream_codecs.get(t.kind)
-            if not media_codecs:
-                if wanted is not None:
-                    await self.pc.close()
+                rtc_internals.restrict_answer_codecs(t, (wanted.mimeType,))
+                if not _media_codecs(t):
                     raise NegotiationError(
                         f"stream sends {wanted.mimeType}, which the offer does not accept",
                         status=406)
-                continue
-            self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
-        if not self.downtracks:
-            await self.pc.close()
+            t.direction = "sendonly"
+            t.sender.replaceTrack(rtc_internals.SilentTrack(t.kind))
+        if not any(_media_codecs(t) for t in transceivers):
             raise NegotiationError("offer accepts none of the stream's media", status=406)
+        answer = await _make_answer(self.pc)
+        for t in transceivers:
+            media_codecs = _media_codecs(t)
+            if media_codecs:
+                self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
         for track in self.downtracks.values():
             self.stream.add_downtrack(track)
-        return self.pc.localDescription.sdp
+        return answer
 
     def _downtrack(self, transceiver, codec: RTCRtpCodecParameters) -> DownTrack:
         extensions = types.SimpleNamespace(headerExtensions=rtc_internals.negotiated_header_extensions(transceiver))

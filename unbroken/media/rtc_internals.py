@@ -111,14 +111,14 @@ def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
     return sender._rtx_ssrc
 
 
-def restrict_answer_codecs(transceiver, mime_type: str) -> None:
-    """Answer only `mime_type` (and its RTX) on this transceiver.
+def restrict_answer_codecs(transceiver, mime_types: tuple[str, ...]) -> None:
+    """Answer only `mime_types` (and their RTX) on this transceiver.
 
     aiortc intersects codecs when the offer is applied, before codec preferences
     could be set, so the negotiated list is narrowed directly.
     """
-    mime = mime_type.lower()
-    kept = [c for c in transceiver._codecs if c.mimeType.lower() == mime]
+    wanted = {m.lower() for m in mime_types}
+    kept = [c for c in transceiver._codecs if c.mimeType.lower() in wanted]
     payload_types = {c.payloadType for c in kept}
     transceiver._codecs = [c for c in transceiver._codecs
                            if c.payloadType in payload_types

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -14,8 +15,20 @@ from .state import NodeState
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
+WEB_FILE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.(html|js|css)$")
+
+
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(str(WEB_DIR / "index.html"))
+
+
+async def web_file(request: web.Request) -> web.FileResponse:
+    """The browser module and pages; names are checked before the file system sees them."""
+    name = request.match_info["name"]
+    path = WEB_DIR / name
+    if not WEB_FILE.match(name) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(str(path))
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -29,7 +42,7 @@ def create_app(config: NodeConfig) -> web.Application:
     api.add_routes(app)
     hls.setup(app, state, config)
     app.router.add_get("/", index)
-    app.router.add_static("/web/", str(WEB_DIR), show_index=False)
+    app.router.add_get("/web/{name}", web_file)
 
     async def on_startup(app: web.Application) -> None:
         await state.start()

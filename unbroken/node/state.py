@@ -95,15 +95,17 @@ class NodeState:
             await peer.close("negotiation failed")
             self._forget_idle(stream)
             raise
+        previous = None
         if stream.live:
             if self.config.on_publisher_conflict == "reject":
                 await peer.close("stream busy")
                 raise StreamBusy(name)
             previous = self._session_of(stream.source.id)
-            if previous:
-                await previous.peer.close("replaced by a new publisher")
         session = self._register(Session(peer.id, "publish", stream, peer, remote_ice, answer))
+        # attach before the previous publisher closes: the stream is never left empty
         stream.attach(peer.source)
+        if previous:
+            await previous.peer.close("replaced by a new publisher")
         log.info("publisher started", extra={"stream": name, "session": peer.id,
                                              "codecs": _codec_names(stream)})
         return session
