@@ -226,6 +226,20 @@ def table(columns: list[tuple[str, str]], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat: the busy share between
+    two readings shows whether other work on the box competed with the benchmark."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_pct(start: tuple[int, int], end: tuple[int, int]) -> float | None:
+    total = end[1] - start[1]
+    return round(100 * (end[0] - start[0]) / total, 1) if total else None
+
+
 def machine() -> dict:
     """What the figures were measured on."""
     import aiortc

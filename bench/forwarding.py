@@ -29,7 +29,7 @@ import time
 
 import aiohttp
 
-from _harness import Agent, Server, machine, table, write_results
+from _harness import Agent, Server, busy_pct, machine, machine_busy, table, write_results
 
 STREAM = "bench"
 SIZE = "640x360"
@@ -37,6 +37,7 @@ FPS = 30
 BITRATE = 1_000_000
 MIN_FPS = 29.0  # target: every viewer
 TARGET_US_PER_PACKET = 20.0
+SATURATED_PCT = 95.0  # whole-machine CPU busy at which a step is flagged
 VIEWERS_PER_AGENT = 16  # load viewers per process
 SETTLE = 1.0  # seconds between the last first frame and the window
 
@@ -48,14 +49,6 @@ BASELINE_GIVE_UP_FPS = 15.0
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
 
 
 class Setup:
@@ -117,8 +110,6 @@ class Setup:
         octets = b["sent"][1] - a["sent"][1]
         pub_a, dec_a, *loads_a = a["snaps"]
         pub_b, dec_b, *loads_b = b["snaps"]
-        busy = b["machine"][0] - a["machine"][0]
-        total = b["machine"][1] - a["machine"][1]
 
         def fps(snap_a: dict, snap_b: dict, i: int) -> float:
             frames = snap_b["viewers"][i]["frames"] - snap_a["viewers"][i]["frames"]
@@ -150,10 +141,13 @@ class Setup:
             "frames_skipped": counters["skipped"],
             "load_viewer_fps_min": round(min(load_fps), 1) if load_fps else None,
             "load_viewers_below_min_fps": sum(1 for f in load_fps if f < MIN_FPS),
+            "load_viewers_stalled": sum(1 for f in load_fps if f == 0),
+            "load_viewers_disconnected": sum(1 for s in loads_b for v in s["viewers"]
+                                             if v["connection"] != "connected"),
             "load_viewer_packets_received": load_packets,
             "harness_cpu_pct": round(100 * (viewers_cpu(b) - viewers_cpu(a)) / wall, 1),
             "publisher_cpu_pct": round(100 * (pub_b["cpu"] - pub_a["cpu"]) / pub_dt, 1),
-            "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+            "machine_busy_pct": busy_pct(a["machine"], b["machine"]),
         }
 
 
@@ -183,7 +177,11 @@ def summarize(rows: list[dict]) -> dict:
                                           and r["load_viewers_below_min_fps"] == 0
                                           for r in rows),
                "picture_ok": all(r["picture_ok"] for r in rows),
-               "publisher_restarts": last["publisher_restarts_total"]}
+               "publisher_restarts": last["publisher_restarts_total"],
+               # steps where the box had no idle CPU: viewers and server were starved,
+               # fps and packet counts there say more about the box than about the server
+               "saturated_steps": [r["load_viewers"] for r in rows
+                                   if (r["machine_busy_pct"] or 0) >= SATURATED_PCT]}
     if len(rows) >= 2:
         xs = [r["packets_per_s"] for r in rows]
         ys = [r["server_cpu_pct"] / 100 for r in rows]
@@ -260,6 +258,13 @@ def report(results: dict) -> str:
             out.append(f"  at {s['max_subscribers']} subscribers: {s['us_per_packet_at_max']}"
                        f" µs/packet; every viewer ≥ {MIN_FPS:g} fps: {s['all_viewers_min_fps']};"
                        f" picture ok: {s['picture_ok']}")
+        if s.get("saturated_steps"):
+            out.append(f"  WARNING: the machine was ≥ {SATURATED_PCT:g}% busy at N = "
+                       f"{s['saturated_steps']} (other work on the box?): fps and rates "
+                       f"there are unreliable")
+        if s.get("publisher_restarts"):
+            out.append(f"  WARNING: the server ended the publisher's session "
+                       f"{s['publisher_restarts']} time(s); it was republished")
         if part.get("stopped_early"):
             out.append(f"  stopped early: {part['stopped_early']}")
     if "comparison" in results:
