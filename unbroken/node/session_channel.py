@@ -132,6 +132,9 @@ class ChannelRegistry:
         return [s.snapshot() for s in self.sockets.values()]
 
 
+CHANNELS = web.AppKey("session_channels", ChannelRegistry)
+
+
 class SocketSession:
     def __init__(self, registry: ChannelRegistry, ws: _Socket, request: web.Request,
                  authorized: bool) -> None:
@@ -578,7 +581,7 @@ def _resource(kind: str, media: Session) -> str:
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    registry: ChannelRegistry = request.app["session_channels"]
+    registry = request.app[CHANNELS]
     state = registry.state
     authorized = False
     if "Authorization" in request.headers:  # non-browser clients may use the header
@@ -602,7 +605,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def list_channels(request: web.Request) -> web.Response:
-    registry: ChannelRegistry = request.app["session_channels"]
+    registry = request.app[CHANNELS]
     check_token(request, registry.state.config.token)
     return web.json_response({"channels": registry.snapshot()})
 
@@ -611,7 +614,7 @@ def setup(app: web.Application, limits: Limits | None = None) -> ChannelRegistry
     """Add ``GET /ws`` (and ``GET /api/v1/channels``); close every socket on shutdown
     (after the node's streams ended, so their final states are sent first)."""
     registry = ChannelRegistry(app["state"], limits)
-    app["session_channels"] = registry
+    app[CHANNELS] = registry
     app.router.add_get(proto.PATH, ws_handler)
     app.router.add_get("/api/v1/channels", list_channels)
 

@@ -136,6 +136,7 @@ class NodeState:
     async def _announce_media(self, session: Session) -> None:
         """PUBLISHING once the publisher's media arrives, PLAYING once media goes out."""
         peer = session.peer
+        polls = 0
         while not peer.closed.is_set():
             if isinstance(peer, PublisherPeer):
                 flowing = peer.last_packet_at() is not None
@@ -144,7 +145,8 @@ class NodeState:
             if flowing:
                 self._set_state(session, proto.ACTIVE_STATE[session.kind])
                 return
-            await asyncio.sleep(MEDIA_START_POLL)
+            polls += 1  # a viewer of a stream that stays inactive: look less often
+            await asyncio.sleep(MEDIA_START_POLL if polls < 100 else 5 * MEDIA_START_POLL)
 
     def _set_state(self, session: Session, state: str, code: str | None = None,
                    reason: str | None = None) -> None:
