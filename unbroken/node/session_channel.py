@@ -119,7 +119,8 @@ class ChannelRegistry:
 
     def _on_drain(self, info: dict) -> None:
         for session in list(self.sockets.values()):
-            session.send({"type": "node_draining", **info})
+            if session.welcomed:  # the others learn it in their welcome
+                session.send({"type": "node_draining", **info})
 
     async def shutdown(self) -> None:
         """The node stops: every socket gets session_closing and a close (1001)."""
