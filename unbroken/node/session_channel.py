@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
