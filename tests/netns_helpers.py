@@ -149,6 +149,42 @@ class Link:
                 "rx_packets": stats["rx"]["packets"], "tx_packets": stats["tx"]["packets"]}
 
 
+class PathSwitch:
+    """`Link.block()`/`unblock()` over netlink sockets opened beforehand (asyncio): about a
+    millisecond instead of two `tc` processes, for a harness that must put a path back the
+    moment a client notices the loss. `await PathSwitch(link).open()`, `await close()`."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._ends: list = []
+
+    async def open(self) -> "PathSwitch":
+        from pyroute2 import AsyncIPRoute
+
+        for netns, ifname in ((None, self.link.root_if), (self.link.ns.name, self.link.ns_if)):
+            ipr = AsyncIPRoute(netns=netns) if netns else AsyncIPRoute()
+            await ipr.setup_endpoint()  # what `async with AsyncIPRoute()` does on entry
+            index = (await ipr.link_lookup(ifname=ifname))[0]
+            self._ends.append((ipr, index))
+        return self
+
+    async def block(self) -> None:
+        for ipr, index in self._ends:
+            await ipr.tc("add", "pfifo", index=index, handle=0x10000, limit=0)
+
+    async def unblock(self) -> None:
+        for ipr, index in self._ends:
+            try:
+                await ipr.tc("del", index=index, parent=0xFFFFFFFF)
+            except Exception:  # noqa: BLE001 - nothing to remove
+                pass
+
+    async def close(self) -> None:
+        for ipr, _ in self._ends:
+            ipr.close()
+        self._ends.clear()
+
+
 class Netns:
     """A network namespace with veth links to the root namespace; `close()` removes it all
     (also usable as a context manager)."""
