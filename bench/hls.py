@@ -8,8 +8,10 @@ player reads the counter of every frame it shows; latency = shown − made.
   - python-ll / python-hls: unbroken's HlsPlayer (decodes with PyAV, shows each frame
     as soon as decoded, no buffering) on Low-Latency HLS (0.5 s parts, blocking
     reloads) / plain HLS (node with --hls-part-duration 0: whole 1 s segments);
-  - hlsjs-ll / hlsjs-hls: hls.js in Chromium (lowLatencyMode on/off, default
-    buffering), counters read at each presented frame (requestVideoFrameCallback).
+  - hlsjs: hls.js in Chromium (lowLatencyMode on/off, otherwise its defaults),
+    counters read at each presented frame (requestVideoFrameCallback); hlsjs-catchup:
+    the same with maxLiveSyncPlaybackRate 1.5 (it speeds up playback by up to 50 % to
+    get back to its target latency after a stall); `stalls` counts hls.js stalls.
 The first seconds (start-up burst) are not counted. Targets: ≤ 4 s plain HLS,
 ≤ 2 s LL-HLS (hls.js, the realistic player).
 
@@ -103,9 +105,13 @@ PAGE = """<!doctype html><video id="v" muted autoplay playsinline></video>
 <script type="module">
 import { readCounter } from '/web/framecode.js';
 window.shown = [];
-window.play = (src, lowLatencyMode) => {
+window.stalls = 0;
+window.play = (src, config) => {
   const video = document.getElementById('v');
-  const hls = new Hls({ lowLatencyMode });
+  const hls = new Hls(config);
+  hls.on(Hls.Events.ERROR, (_e, d) => {
+    if (d.details === 'bufferStalledError') window.stalls += 1;
+  });
   hls.loadSource(src);
   hls.attachMedia(video);
   video.play().catch(() => {});
@@ -128,7 +134,7 @@ def hlsjs_dist() -> Path | None:
     return dist if dist.exists() else None
 
 
-async def browser_latency(url: str, stream: str, track: StampedPattern, low_latency: bool,
+async def browser_latency(url: str, stream: str, track: StampedPattern, config: dict,
                           seconds: float, dist: Path) -> dict:
     from aiohttp import web
     from playwright.async_api import async_playwright
@@ -156,10 +162,11 @@ async def browser_latency(url: str, stream: str, track: StampedPattern, low_late
                 if await page.evaluate("() => window.ready === true"):
                     break
                 await asyncio.sleep(0.05)
-            await page.evaluate("([s, ll]) => window.play(s, ll)",
-                                [f"{url}/hls/{stream}/index.m3u8", low_latency])
+            await page.evaluate("([s, c]) => window.play(s, c)",
+                                [f"{url}/hls/{stream}/index.m3u8", config])
             await asyncio.sleep(seconds + WARMUP)
             shown = await page.evaluate("() => window.shown")
+            stalls = await page.evaluate("() => window.stalls")
             await browser.close()
     finally:
         await runner.cleanup()
@@ -170,7 +177,8 @@ async def browser_latency(url: str, stream: str, track: StampedPattern, low_late
         made = track.made_at.get(counter) if counter is not None else None
         if made is not None and at - first > WARMUP:
             latencies.append(at - made)
-    return {"mode": "ll-hls" if low_latency else "hls", **summary(latencies)}
+    return {"mode": "ll-hls" if config["lowLatencyMode"] else "hls", "hlsjs_config": config,
+            "stalls": stalls, **summary(latencies)}
 
 
 async def latency_runs(args) -> list[dict]:
@@ -201,8 +209,14 @@ async def latency_runs(args) -> list[dict]:
                     players = [("python", python_latency(server.url, stream, track, low,
                                                          seconds))]
                     if dist is not None:
-                        players.append(("hlsjs", browser_latency(server.url, stream, track,
-                                                                 low, seconds, dist)))
+                        players.append(("hlsjs", browser_latency(
+                            server.url, stream, track, {"lowLatencyMode": low}, seconds,
+                            dist)))
+                        if low:  # hls.js may play a little faster to reach its target
+                            players.append(("hlsjs-catchup", browser_latency(
+                                server.url, stream, track,
+                                {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5},
+                                seconds, dist)))
                     for player, run in players:
                         log(f"latency: {player} {config} {codec} ...")
                         try:
@@ -287,7 +301,7 @@ async def main() -> None:
     path = write_results("hls", results, args.quick)
     log(table([("player", "player"), ("playlist", "playlist"), ("codec", "codec"),
                ("samples", "frames"), ("p50_s", "p50 s"), ("p95_s", "p95 s"),
-               ("max_s", "max s")], results["latency"]))
+               ("max_s", "max s"), ("stalls", "stalls")], results["latency"]))
     log("")
     log(table([("codec", "codec"), ("mode", "mode"), ("streams", "streams"),
                ("node_cpu_without_hls_pct", "node % (no HLS)"),

@@ -705,7 +705,6 @@ class HlsPackager:
         self.on_update = on_update or (lambda: None)
         self._request_keyframe = request_keyframe or (lambda: None)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._queued = 0
         self._t0 = time.monotonic()
         self._t0_wall = time.time()
         self.segmenter = Segmenter(self.playlist, settings, self._wall_of_pts,
@@ -720,10 +719,9 @@ class HlsPackager:
 
     # event-loop side ---------------------------------------------------------------
     def push(self, kind: str, mime: str, clock_rate: int, fp: ForwardPacket) -> None:
-        if self._queued > MAX_QUEUE:
+        if self._queue.qsize() > MAX_QUEUE:
             self.dropped += 1
             return
-        self._queued += 1
         self._queue.put(("rtp", kind, mime, clock_rate, fp))
 
     def set_source(self, codecs: dict[str, str] | None) -> None:
@@ -770,7 +768,6 @@ class HlsPackager:
             try:
                 op = item[0]
                 if op == "rtp":
-                    self._queued -= 1
                     self._rtp(state, *item[1:])
                 elif op == "source":
                     self.segmenter.new_source()
