@@ -60,8 +60,9 @@ TARGETS = {
     "silent_loss_subscriber": [("fault_to_media_ms", 95, 1500)],
     "silent_loss_publisher": [("fault_to_media_ms", 95, 1500)],
 }
+GAP_MS = 250  # a pause between decoded frames this long or longer is a picture gap
 ROUND_TIMEOUT = 12.0  # s for every client to be back after one fault
-SETTLE = 0.6  # s of steady media between rounds
+SETTLE = 1.0  # s of steady media (no fault, no inactive stream) that ends a round
 
 
 def log(message: str) -> None:
@@ -87,16 +88,19 @@ async def stdin_lines():
 
 
 def frame_gap(log_: deque, fault_at: float) -> dict | None:
-    """The longest pause between decoded frames around `fault_at` (wall clock): the
-    picture's gap, and when the first frame after it came."""
+    """The measuring subscriber's picture around `fault_at` (wall clock): the longest pause
+    between two decoded frames, how many pauses of GAP_MS or more there were, and when the
+    picture came back for good (the first frame after the last such pause)."""
     times = [t for t, _ in log_ if t >= fault_at - 1.0]
     pairs = [(a, b) for a, b in zip(times, times[1:]) if b > fault_at]
     if not pairs:
         return None
-    a, b = max(pairs, key=lambda p: p[1] - p[0])
-    return {"frame_gap_ms": round((b - a) * 1000, 1),
-            "fault_to_media_ms": round((b - fault_at) * 1000, 1),
-            "last_frame_before_ms": round((a - fault_at) * 1000, 1)}
+    longest = max(pairs, key=lambda p: p[1] - p[0])
+    pauses = [(a, b) for a, b in pairs if b - a >= GAP_MS / 1000]
+    back = pauses[-1][1] if pauses else pairs[0][1]
+    return {"frame_gap_ms": round((longest[1] - longest[0]) * 1000, 1),
+            "fault_to_media_ms": round((back - fault_at) * 1000, 1),
+            "pauses": len(pauses)}
 
 
 async def follow_frames(clients: dict, last_frame: dict[str, float]) -> None:
@@ -452,43 +456,50 @@ class Bench:
 
     def collect(self, fault: str, fault_at: float, mark: int, subject: str,
                 gap: dict | None, path_back_at: float | None = None) -> None:
-        """Samples of one round: every client's restore report after `mark`, and the
-        measuring subscriber's frame gap."""
-        reports = {}
+        """Samples of one round (the events from `mark` until the clients settled): per
+        client its first restore report (the answer to the fault), when its last restore
+        brought media back, and the measuring subscriber's picture gap."""
+        reports: dict[str, list[dict]] = {}
         for event in self.hub.events[mark:]:
-            if event.get("kind") == "restored" and event["who"] not in reports:
-                reports[event["who"]] = event
+            if event.get("kind") == "restored":
+                reports.setdefault(event["who"], []).append(event)
         rows = self.samples.setdefault(fault, [])
-        for who, event in reports.items():
+        start = len(rows)
+        for who, events in reports.items():
+            first, last = events[0], events[-1]
             role = "viewers" if who.startswith("load") else ("publisher" if who == "pub"
                                                              else "subscriber")
-            row = {"role": role, "client": who, "fault_seen": event.get("fault"),
-                   "detect_ms": event.get("detect_ms"), "restore_ms": event.get("restore_ms"),
-                   "gap_ms": event.get("gap_ms"), "tries": event.get("tries"),
-                   "fault_to_media_ms": round((event["t"] - fault_at) * 1000, 1)}
+            row = {"role": role, "client": who, "fault_seen": first.get("fault"),
+                   "detect_ms": first.get("detect_ms"), "restore_ms": first.get("restore_ms"),
+                   "gap_ms": first.get("gap_ms"), "tries": first.get("tries"),
+                   "restores": len(events), "node": last.get("url", "").rsplit(":", 1)[-1],
+                   "fault_to_media_ms": round((last["t"] - fault_at) * 1000, 1)}
             if who == "sub" and gap:
-                row.update(frame_gap_ms=gap["frame_gap_ms"],
+                row.update(frame_gap_ms=gap["frame_gap_ms"], pauses=gap["pauses"],
                            fault_to_media_ms=gap["fault_to_media_ms"])
-            if path_back_at is not None:
-                row["path_blocked_ms"] = round((path_back_at - fault_at) * 1000, 1)
-                row["path_back_to_media_ms"] = round(
-                    row["fault_to_media_ms"] - row["path_blocked_ms"], 1)
             rows.append(row)
         if "sub" not in reports and gap:  # kept its session: the picture's gap is the figure
             rows.append({"role": "subscriber", "client": "sub", "fault_seen": None,
-                         "kept_session": True, "frame_gap_ms": gap["frame_gap_ms"],
-                         "fault_to_media_ms": gap["fault_to_media_ms"]})
+                         "kept_session": True, "restores": 0, **gap})
         for who in self.clients:  # load viewers that kept their session (no restore)
             if who.startswith("load") and who not in reports:
                 rows.append({"role": "viewers", "client": who, "fault_seen": None,
-                             "kept_session": True})
-        brief = {w: e.get("fault") for w, e in reports.items() if not w.startswith("load")}
+                             "kept_session": True, "restores": 0})
+        if path_back_at is not None:
+            blocked = round((path_back_at - fault_at) * 1000, 1)
+            for row in rows[start:]:
+                row["path_blocked_ms"] = blocked
+                if row.get("fault_to_media_ms") is not None:
+                    row["path_back_to_media_ms"] = round(row["fault_to_media_ms"] - blocked, 1)
+        brief = {w: [e.get("fault") for e in r] for w, r in reports.items()
+                 if not w.startswith("load")}
         loads = sum(1 for w in reports if w.startswith("load"))
-        log(f"  {fault}: {subject}; reports {brief}, {loads} load viewers restored; "
-            f"subscriber picture gap {gap and gap['frame_gap_ms']} ms, media again "
+        log(f"  {fault}: {subject}; restores {brief}, {loads} load viewers restored; "
+            f"subscriber picture gap {gap and gap['frame_gap_ms']} ms "
+            f"({gap and gap['pauses']} pause(s)), back for good "
             f"{gap and gap['fault_to_media_ms']} ms after the fault")
 
-    async def round_node_killed(self) -> None:
+    async def round_node_killed(self):
         port = int(self.hub.url["sub"].rsplit(":", 1)[1])
         node = next(n for n in self.nodes if n.port == port)
         if int(self.hub.url["pub"].rsplit(":", 1)[1]) != port:
@@ -496,24 +507,24 @@ class Bench:
         mark = len(self.hub.events)
         fault_at = time.time()
         node.kill()
-        await self.wait_restored(self.clients, mark)
-        await self.all_media()
-        gap = await self.gap(fault_at)
-        self.collect("node_killed", fault_at, mark, f"killed node :{port}", gap)
-        await node.proc.proc.wait()
-        await node.start()
-        node.restarts += 1
+        try:
+            await self.wait_restored(self.clients, mark)
+            await self.all_media()
+        finally:
+            await node.proc.proc.wait()
+            await node.start()  # two nodes again for the next round
+            node.restarts += 1
+        return fault_at, mark, f"killed node :{port}", None
 
-    async def round_publisher_stall(self) -> None:
+    async def round_publisher_stall(self):
         mark = len(self.hub.events)
         fault_at = time.time()
         await self.agents["pub"].send("stall")
         await self.wait_restored(["pub"], mark)
         await self.all_media()
-        gap = await self.gap(fault_at)
-        self.collect("publisher_stall", fault_at, mark, "video track stalled", gap)
+        return fault_at, mark, "video track stalled", None
 
-    async def round_silent_loss(self, role: str) -> None:
+    async def round_silent_loss(self, role: str):
         switch = self.switches[role]
         mark = len(self.hub.events)
         fault_at = time.time()
@@ -527,11 +538,7 @@ class Bench:
             back_at = time.time()
         await self.wait_restored([role], mark)
         await self.all_media()
-        gap = await self.gap(fault_at)
-        name = f"silent_loss_{'publisher' if role == 'pub' else 'subscriber'}"
-        self.collect(name, fault_at, mark,
-                     f"path blocked {round((back_at - fault_at) * 1000)} ms", gap,
-                     path_back_at=back_at)
+        return fault_at, mark, f"path blocked {round((back_at - fault_at) * 1000)} ms", back_at
 
     async def wait_restored(self, clients: list[str], mark: int) -> None:
         left = set(clients)
@@ -551,11 +558,14 @@ class Bench:
         started = time.monotonic()
         for i in range(self.rounds):
             try:
-                await round_fn()
+                fault_at, mark, subject, path_back_at = await round_fn()
+                await self.steady()  # late restores still count for this round
+                self.collect(name, fault_at, mark, subject, await self.gap(fault_at),
+                             path_back_at)
             except TimeoutError as exc:
                 self.notes.append(f"{name} round {i + 1}: {exc}")
                 log(f"  {name} round {i + 1}: {exc}")
-            await self.steady()
+                await self.steady()
         log(f"{name}: {time.monotonic() - started:.0f} s")
 
     async def run(self) -> dict:
