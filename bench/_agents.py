@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -31,8 +32,6 @@ def emit(event: str, **fields) -> None:
 
 
 def own_cpu() -> float:
-    import os
-
     return cpu_seconds(os.getpid())
 
 
