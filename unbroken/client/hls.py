@@ -293,9 +293,14 @@ class HlsPlayer:
                 try:
                     pl = await self._fetch_playlist(msn, part)
                 except HlsError as exc:
-                    if exc.status != 503:  # 503: the part did not come in time; ask again
+                    if exc.status not in (400, 503):
                         raise
+                    # 503: the part did not come in time, ask again; 400: our position
+                    # is not in this playlist (e.g. the server started a new run): resync
                     pl = await self._fetch_playlist()
+                    if exc.status == 400:
+                        msn, part = self._ll_start(pl)
+                        self._discontinuity()
                 self.playlist = pl
                 self._errors = 0
             except asyncio.CancelledError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from pyroute2 import AsyncIPRoute
@@ -29,9 +30,10 @@ async def path_signature(ipr: AsyncIPRoute) -> tuple:
 
 
 class NetworkWatcher:
-    """Calls `on_change(old, new)` when the path signature changes (polled over netlink)."""
+    """Calls `on_change(unchanged_at)` when the path signature changes (polled over
+    netlink); `unchanged_at` is the monotonic time of the last poll that saw the old path."""
 
-    def __init__(self, on_change: Callable[[tuple, tuple], None],
+    def __init__(self, on_change: Callable[[float], None],
                  interval: float = POLL_INTERVAL) -> None:
         self.on_change = on_change
         self.interval = interval
@@ -51,6 +53,7 @@ class NetworkWatcher:
         try:
             async with AsyncIPRoute() as ipr:
                 self.signature = await path_signature(ipr)
+                unchanged_at = time.monotonic()
                 while True:
                     await asyncio.sleep(self.interval)
                     current = await path_signature(ipr)
@@ -58,7 +61,8 @@ class NetworkWatcher:
                         previous, self.signature = self.signature, current
                         log.info("network path changed", extra={"old": previous,
                                                                 "new": current})
-                        self.on_change(previous, current)
+                        self.on_change(unchanged_at)
+                    unchanged_at = time.monotonic()
         except asyncio.CancelledError:
             raise
         except Exception:  # no netlink here (a sandbox): run without the watcher

@@ -16,6 +16,8 @@ from .whip import WhipPublisher
 
 
 class PublishAttempt(Attempt):
+    media_proves_health = False  # bytes "sent" into a dead path still count up
+
     def __init__(self, client: "Publisher", url: str) -> None:
         super().__init__(url)
         self.client = client

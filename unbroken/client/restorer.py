@@ -22,9 +22,10 @@ from .schedule import RetrySchedule
 
 log = logging.getLogger("unbroken.client")
 
-# faults that say nothing against the node: the restore tries the same node first, so a
-# publisher that republishes there keeps its viewers on their sessions
-SAME_NODE_FAULTS = frozenset({"bitrate_zero", "network_change"})
+# faults that mean "not on this node": the restore starts with the next URL. After any
+# other fault the same node comes first: a dead one refuses at once (or within the 0.5 s
+# connect timeout), a live one keeps a republishing publisher's viewers on their sessions.
+ELSEWHERE_FAULTS = frozenset({"unpublished", "publisher_moved", "node_draining", "reconnect"})
 
 
 @dataclass
@@ -34,10 +35,14 @@ class Fault:
     detected_at: float
     last_media_at: float | None = None
     restorable: bool = True
+    prefer_url: str | None = None  # where to try first (e.g. where the stream is live now)
 
 
 class Attempt:
     """One session on one node. Subclasses connect, watch, and report one fault."""
+
+    # received media proves the path works; a publisher's own sent bytes do not
+    media_proves_health = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -53,15 +58,16 @@ class Attempt:
         raise NotImplementedError
 
     def report_fault(self, name: str, last_good_at: float | None = None,
-                     restorable: bool = True) -> None:
+                     restorable: bool = True, prefer_url: str | None = None) -> None:
         if self._fault.done():
             return
         now = time.monotonic()
         last_good = last_good_at if last_good_at is not None else now
-        # media seen later than the given evidence narrows when the fault happened
-        last_good = max(last_good, self.last_media_at or last_good)
+        if self.media_proves_health and self.last_media_at:
+            # media seen later than the given evidence narrows when the fault happened
+            last_good = max(last_good, self.last_media_at)
         self._fault.set_result(Fault(name, min(last_good, now), now, self.last_media_at,
-                                     restorable))
+                                     restorable, prefer_url))
 
     def media_arrived(self) -> None:
         now = time.monotonic()
@@ -199,9 +205,9 @@ class RestoringClient:
         self._emit(ClientEvent("session", ESTABLISHED, url=attempt.url))
         self._emit(ClientEvent("stream", self.live_state, url=attempt.url))
 
-    def _network_changed(self, old: tuple, new: tuple) -> None:
+    def _network_changed(self, unchanged_at: float) -> None:
         if self.attempt is not None:
-            self.attempt.report_fault("network_change")
+            self.attempt.report_fault("network_change", unchanged_at)
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -219,7 +225,9 @@ class RestoringClient:
                 return
             self._emit(ClientEvent("restoring", reason=fault.name, url=attempt.url))
             first = self._url_index
-            if fault.name not in SAME_NODE_FAULTS:
+            if fault.prefer_url in self.urls:
+                first = self.urls.index(fault.prefer_url)
+            elif fault.name in ELSEWHERE_FAULTS:
                 first = (first + 1) % len(self.urls)
             new = await self._connect(first, fault)
             if new is None:

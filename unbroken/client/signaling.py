@@ -69,6 +69,14 @@ class Signaling:
         self._watch_events(viewer.events_url)
         return viewer
 
+    def last_heard(self) -> float | None:
+        """When the node was last heard from (keep-alive, ping, any event), if we listen."""
+        if self.channel is not None:
+            return self.channel.last_ping_at
+        if self._watch is not None:
+            return self._watch.last_heard
+        return None
+
     async def _open_channel(self) -> None:
         o = self.options
         self.channel = SessionClient(

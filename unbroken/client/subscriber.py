@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import aiohttp
 import av
 
 from .events import PLAYING, STOPPED, ClientEvent
@@ -24,6 +25,9 @@ from .whep import WhepViewer
 
 FrameCallback = Callable[[av.VideoFrame, int | None], None]
 FIRST_MEDIA_POLL = 0.005
+WAIT_LIVE_MS = 1000  # the node holds a WHEP POST this long for a publisher that restores
+UPSTREAM_SILENCE_WINDOW = 2.5  # s of silence tolerated while the node is heard from
+MOVED_POLL_INTERVAL = 0.1
 NOT_LIVE = (404, 409)  # answers that say the stream is not there, not that the transport fails
 
 
@@ -38,6 +42,7 @@ class PlayAttempt(Attempt):
         self._watchers: list = []
         self._tasks: list[asyncio.Task] = []
         self._inactive_since: float | None = None
+        self._silence_extended = False
 
     async def open(self) -> None:
         client, options = self.client, self.client.options
@@ -55,14 +60,30 @@ class PlayAttempt(Attempt):
                                    options, self._on_server_event, self.report_fault)
         self.viewer = await self.signaling.play(
             viewer_class, decode=client.decode, on_frame=client.on_frame,
-            on_state=self._on_state)
+            on_state=self._on_state, wait_live_ms=WAIT_LIVE_MS)
         self._tasks.append(asyncio.create_task(self._follow_frames()))
         if options.media_silence_ms:
-            silence = StallWatchdog("media_silence", lambda: self.viewer.packets,
-                                    max(0.02, options.media_silence_ms / 3000), 3,
-                                    self.report_fault)
-            silence.start()
-            self._watchers.append(silence)
+            self._watch_silence(options.media_silence_ms / 1000)
+
+    def _watch_silence(self, window: float) -> None:
+        silence = StallWatchdog("media_silence", lambda: self.viewer.packets,
+                                max(0.02, window / 3), 3, self._on_silence)
+        silence.paused = self._inactive_since is not None
+        silence.start()
+        self._watchers.append(silence)
+
+    def _on_silence(self, name: str, last_good_at: float) -> None:
+        """No media. If the node is still heard from, the break is upstream: the node will
+        say `inactive` when it sees the publisher go (and `active` when it is back on this
+        same session), so wait for that, within a longer window."""
+        heard = self.signaling.last_heard() if self.signaling else None
+        period = self.client.options.ping_period_ms / 1000
+        recent = heard is not None and time.monotonic() - heard < 2 * period
+        if recent and not self._silence_extended:
+            self._silence_extended = True
+            self._watch_silence(UPSTREAM_SILENCE_WINDOW)
+            return
+        self.report_fault(name, last_good_at)
 
     async def _follow_frames(self) -> None:
         """Marks media arrival from the viewer's frame count (first one promptly)."""
@@ -84,8 +105,11 @@ class PlayAttempt(Attempt):
             self._set_silence_paused(True)
             self.client._emit(ClientEvent("stream_event", reason="inactive", url=self.url))
             self._tasks.append(asyncio.create_task(self._unpublished_after_timeout()))
+            if len(self.client.urls) > 1:
+                self._tasks.append(asyncio.create_task(self._look_for_the_publisher()))
         elif event == "active":
             self._inactive_since = None
+            self._silence_extended = False
             self._set_silence_paused(False)
             self.client._emit(ClientEvent("stream_event", reason="active", url=self.url))
         elif event == "reconnect":
@@ -102,6 +126,29 @@ class PlayAttempt(Attempt):
         await asyncio.sleep(self.client.options.inactive_timeout_ms / 1000)
         if self._inactive_since == since and since is not None:
             self.report_fault("unpublished", self.last_media_at)
+
+    async def _look_for_the_publisher(self) -> None:
+        """While the stream is inactive here, ask the other nodes whether it is live there:
+        a publisher that restored on another node is followed at once (seed 000)."""
+        since = self._inactive_since
+        others = [u for u in self.client.urls if u != self.url]
+        headers = {"Authorization": f"Bearer {self.client.token}"} if self.client.token else {}
+        timeout = aiohttp.ClientTimeout(total=1, sock_connect=0.3)
+        deadline = since + self.client.options.inactive_timeout_ms / 1000
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while self._inactive_since == since and time.monotonic() < deadline:
+                for url in others:
+                    try:
+                        async with http.get(f"{url}/api/v1/streams/{self.client.stream}",
+                                            headers=headers) as resp:
+                            live = resp.status == 200 and (await resp.json()).get("live")
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                        live = False
+                    if live and self._inactive_since == since:
+                        self.report_fault("publisher_moved", self.last_media_at,
+                                          prefer_url=url)
+                        return
+                await asyncio.sleep(MOVED_POLL_INTERVAL)
 
     async def close(self) -> None:
         for watcher in self._watchers:

@@ -54,10 +54,13 @@ class WhepViewer(OfferAnswerSession):
     def __init__(self, url_base: str, stream: str, token: str | None = None, *,
                  video: bool = True, audio: bool = True, decode: bool = True,
                  on_frame: Callable[[av.VideoFrame, int | None], None] | None = None,
-                 **kwargs) -> None:
+                 wait_live_ms: int = 0, **kwargs) -> None:
         if not (video or audio):
             raise ValueError("a viewer needs video or audio")
         super().__init__(url_base, stream, token, **kwargs)
+        if wait_live_ms:
+            # the node holds the request until the stream is live (an unbroken extension)
+            self.post_query = f"?wait_live_ms={int(wait_live_ms)}"
         self.video, self.audio, self.decode = video, audio, decode
         self.on_frame = on_frame
         self.frames = 0

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0  # seconds, a whole POST exchange
 DELETE_TIMEOUT = 2.0  # seconds; ending a session never waits long on a dead server
+CONNECT_TIMEOUT = 0.5  # seconds for a TCP connect to the node
 VIDEO_CODECS = {"h264": "video/H264", "vp8": "video/VP8"}
 
 
@@ -84,8 +85,11 @@ class OfferAnswerSession:
         self.video_codecs: dict[int, str] = {}  # answered video payload types -> mime type
         self.codec: str | None = None  # video mime type, e.g. "video/H264"
         self.events_url: str | None = None  # the session's server-sent events, if offered
+        self.post_query = ""  # e.g. "?wait_live_ms=1000" (WHEP)
         self._ice_servers = ice_servers or []  # aiortc's default is a public STUN server
-        self._timeout = aiohttp.ClientTimeout(total=http_timeout)
+        # a silent path must not hold a connect for long: the SDK tries elsewhere instead
+        self._timeout = aiohttp.ClientTimeout(total=http_timeout,
+                                              sock_connect=min(http_timeout, CONNECT_TIMEOUT))
         self._http = http
         self._own_http = http is None
         self._state_changed = asyncio.Event()
@@ -98,7 +102,10 @@ class OfferAnswerSession:
     async def start(self):
         """Negotiate the session; returns self. On failure everything is closed again."""
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            # a fresh connection per request: after a network change a pooled socket is
+            # dead, and the DELETE that ends the old session must still get through
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True))
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self.pc.on("connectionstatechange", self._on_connection_state)
         try:
@@ -114,14 +121,15 @@ class OfferAnswerSession:
         return self
 
     async def stop(self) -> None:
-        """End the session: DELETE its Location (errors ignored) and close the connection."""
+        """End the session: close the connection (media stops at once), then DELETE its
+        Location (errors ignored)."""
         if self._stopped:
             return
         self._stopped = True
-        if self.location and self._http:
-            await self._delete_location()
         if self.pc:
             await self.pc.close()
+        if self.location and self._http:
+            await self._delete_location()
         if self._own_http and self._http:
             await self._http.close()
 
@@ -161,7 +169,8 @@ class OfferAnswerSession:
     async def _post_offer(self, offer_sdp: str) -> tuple[str, str]:
         """POST the offer; returns (answer SDP, absolute Location URL)."""
         self.posted_at = time.monotonic()
-        async with self._http.post(self.url, data=offer_sdp, timeout=self._timeout,
+        async with self._http.post(self.url + self.post_query, data=offer_sdp,
+                                   timeout=self._timeout,
                                    headers=self._headers("application/sdp")) as resp:
             body = await resp.text()
             if resp.status != 201:

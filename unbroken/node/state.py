@@ -21,6 +21,7 @@ from .metrics import NodeMetrics
 log = logging.getLogger("unbroken.node")
 
 WATCHDOG_INTERVAL = 0.1
+MAX_LIVE_WAITERS = 1000  # stream names with viewers waiting for a publisher
 MEDIA_START_POLL = 0.02  # how often a new session is checked for media flowing
 SENDER_REPORT_INTERVAL = 0.5
 
@@ -48,6 +49,12 @@ class Session:
     state: str = ""
 
 
+@dataclass
+class LiveWaiters:
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    count: int = 0
+
+
 class NodeState:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -60,6 +67,8 @@ class NodeState:
         self.drain_listeners: list = []
         self.started_at = time.time()
         self._watchdog: asyncio.Task | None = None
+        # stream name -> set when a publisher attaches (WHEP requests waiting for it)
+        self._live_waiters: dict[str, LiveWaiters] = {}
 
     # lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -104,14 +113,20 @@ class NodeState:
         session = self._register(Session(peer.id, "publish", stream, peer, remote_ice, answer))
         # attach before the previous publisher closes: the stream is never left empty
         stream.attach(peer.source)
+        waiting = self._live_waiters.pop(name, None)
+        if waiting is not None:
+            waiting.live.set()
         if previous:
             await previous.peer.close("replaced by a new publisher")
         log.info("publisher started", extra={"stream": name, "session": peer.id,
                                              "codecs": _codec_names(stream)})
         return session
 
-    async def play(self, name: str, offer: str, remote_ice) -> Session:
+    async def play(self, name: str, offer: str, remote_ice, wait_live: float = 0.0) -> Session:
         stream = self.streams.get(name)
+        if (stream is None or not stream.live) and wait_live > 0:
+            await self._wait_live(name, wait_live)
+            stream = self.streams.get(name)
         if stream is None or not stream.live:
             raise NotLive(name)
         peer = SubscriberPeer(self._new_id(), stream)
@@ -125,6 +140,24 @@ class NodeState:
         self._push_viewer_count(stream)
         log.info("subscriber started", extra={"stream": name, "session": peer.id})
         return session
+
+    async def _wait_live(self, name: str, timeout: float) -> None:
+        """Wait up to `timeout` s for a publisher on `name` (a viewer that arrives while
+        its publisher restores gets the stream the moment it is back)."""
+        waiters = self._live_waiters.get(name)
+        if waiters is None:
+            if len(self._live_waiters) >= MAX_LIVE_WAITERS:
+                return
+            waiters = self._live_waiters[name] = LiveWaiters()
+        waiters.count += 1
+        try:
+            await asyncio.wait_for(waiters.live.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters.count -= 1
+            if waiters.count == 0 and self._live_waiters.get(name) is waiters:
+                del self._live_waiters[name]
 
     def _register(self, session: Session) -> Session:
         self.sessions[session.id] = session

@@ -34,6 +34,7 @@ log = logging.getLogger("unbroken.node.http")
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 SSE_KEEPALIVE = 10.0
 SSE_MIN_KEEPALIVE_MS = 100
+MAX_WAIT_LIVE_MS = 5000
 KIND_OF_PATH = {"whip": "publish", "whep": "play"}
 
 
@@ -97,7 +98,8 @@ async def whep_post(request: web.Request) -> web.Response:
     state, name, offer = await _offer(request)
     retry = {"Retry-After": str(state.config.retry_after)}
     try:
-        session = await state.play(name, offer, offer_ice_credentials(offer))
+        session = await state.play(name, offer, offer_ice_credentials(offer),
+                                   wait_live=_wait_live_seconds(request))
     except NotLive:
         raise HttpError(409, "not_live", f"stream {name!r} is not live", retry) from None
     except NegotiationError as exc:
@@ -174,6 +176,21 @@ async def events_subscribe(request: web.Request) -> web.Response:
         raise HttpError(400, "unknown_event", f"unknown events: {sorted(unknown)}")
     session.events.subscribed = set(wanted)
     return web.Response(status=201, headers={"Location": request.path})
+
+
+def _wait_live_seconds(request: web.Request) -> float:
+    """`?wait_live_ms=` (an unbroken extension): hold a WHEP POST for a stream that is not
+    live yet up to this long, instead of answering 409 at once; bounded."""
+    value = request.query.get("wait_live_ms")
+    if value is None:
+        return 0.0
+    try:
+        ms = int(value)
+    except ValueError:
+        raise HttpError(400, "bad_wait_live", "wait_live_ms must be an integer") from None
+    if not 0 <= ms <= MAX_WAIT_LIVE_MS:
+        raise HttpError(400, "bad_wait_live", f"wait_live_ms must be in [0, {MAX_WAIT_LIVE_MS}]")
+    return ms / 1000
 
 
 def _keepalive_interval(request: web.Request) -> float:
