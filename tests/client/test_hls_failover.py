@@ -17,6 +17,12 @@ from unbroken.client.whip import WhipPublisher
 
 pytestmark = pytest.mark.timeout(45)
 
+
+@pytest.fixture
+def node(start_node):
+    # a loaded machine can starve a publisher past the default 0.8 s media timeout
+    return start_node("--media-timeout", "3")
+
 HOP_BY_HOP = {"content-length", "transfer-encoding", "content-encoding", "connection", "host",
               "keep-alive"}
 

@@ -19,6 +19,15 @@ from unbroken.client.whip import WhipPublisher
 
 pytestmark = pytest.mark.timeout(40)
 
+# a loaded machine can starve a publisher for longer than the default 0.8 s media timeout;
+# these tests are not about that
+SLACK = ("--media-timeout", "3")
+
+
+@pytest.fixture
+def node(start_node):
+    return start_node(*SLACK)
+
 
 async def publish(url, stream, codec, audio=True):
     tracks = [TestPatternVideoTrack()]
@@ -102,10 +111,10 @@ async def test_playlist_and_segments_are_valid_and_decode(node, http, codec):
                     joined += part_bytes
                 assert joined == seg_bytes
             # each segment starts at a keyframe and decodes on its own
-            counters = decode_counters(seg_bytes)
+            counters = await asyncio.to_thread(decode_counters, seg_bytes)
             assert len(counters) >= 10 and counters[0] is not None
             data += seg_bytes
-        info = ffprobe(data)
+        info = await asyncio.to_thread(ffprobe, data)
         streams = {s["codec_type"]: s for s in info["streams"]}
         assert streams["video"]["codec_name"] == "h264"
         assert (streams["video"]["width"], streams["video"]["height"]) == (640, 360)
@@ -113,7 +122,7 @@ async def test_playlist_and_segments_are_valid_and_decode(node, http, codec):
         duration = sum(s.duration for s in complete)
         assert int(streams["video"]["nb_read_frames"]) >= 25 * duration
         assert int(streams["audio"]["nb_read_frames"]) >= 40 * duration
-        assert advancing(decode_counters(data))
+        assert advancing(await asyncio.to_thread(decode_counters, data))
         status, _, stats = await get(http, base + "stats.json")
         assert json.loads(stats)["mode"] == ("passthrough" if codec == "h264" else "transcode")
     finally:
@@ -178,7 +187,7 @@ async def test_publisher_restore_is_a_discontinuity_and_playback_goes_on(node, h
 
 
 async def test_unpublish_ends_the_playlist_then_frees_it(start_node, http):
-    node = start_node("--hls-end-grace", "0.5", "--hls-window", "2")
+    node = start_node(*SLACK, "--hls-end-grace", "0.5", "--hls-window", "2")
     pub = await publish(node.url, "bye", "vp8")
     ended = asyncio.Event()
     player = None
@@ -207,7 +216,7 @@ async def test_unpublish_ends_the_playlist_then_frees_it(start_node, http):
 
 
 async def test_transcoding_runs_only_while_watched(start_node, http):
-    node = start_node("--hls-idle-timeout", "1")
+    node = start_node(*SLACK, "--hls-idle-timeout", "1")
     pub = await publish(node.url, "vp", "vp8", audio=False)
     stats = f"{node.url}/hls/vp/stats.json"
     try:
@@ -220,5 +229,32 @@ async def test_transcoding_runs_only_while_watched(start_node, http):
         while (await get(http, stats))[0] != 404:
             assert time.monotonic() < deadline, "the transcoder did not stop"
             await asyncio.sleep(0.25)
+    finally:
+        await pub.stop()
+
+
+async def test_token_as_bearer_or_query_and_repeated_on_uris(start_node, http):
+    node = start_node(*SLACK, "--token", "s3cret")
+    pub = await WhipPublisher(node.url, "tok", token="s3cret",
+                              tracks=[TestPatternVideoTrack()], video_codec="h264").start()
+    base = f"{node.url}/hls/tok/"
+    try:
+        assert (await get(http, base + "index.m3u8"))[0] == 401
+        assert (await get(http, base + "index.m3u8", token="wrong"))[0] == 401
+        status, _, body = await get(http, base + "index.m3u8", token="s3cret")
+        assert status == 200, body
+        pl = parse_playlist(body.decode())
+        uri = pl.segments[0].parts[0].uri
+        assert uri.endswith("?token=s3cret")
+        assert (await get(http, base + uri))[0] == 200
+        assert (await get(http, base + uri.split("?")[0]))[0] == 401
+        async with http.get(base + "index.m3u8",
+                            headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 200 and "?token=" not in await r.text()
+        player = await HlsPlayer(node.url, "tok", token="s3cret").start()
+        try:
+            await player.wait_frames(10, 10)
+        finally:
+            await player.stop()
     finally:
         await pub.stop()
