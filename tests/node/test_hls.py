@@ -258,3 +258,32 @@ async def test_token_as_bearer_or_query_and_repeated_on_uris(start_node, http):
             await player.stop()
     finally:
         await pub.stop()
+
+
+async def test_always_mode_and_plain_hls(start_node, http):
+    """`--hls always` packages H264 streams before anyone asks (VP8 ones still wait for a
+    viewer); `--hls-part-duration 0` makes plain HLS, which the player reads by segment."""
+    node = start_node(*SLACK, "--hls", "always", "--hls-part-duration", "0")
+    h264 = await publish(node.url, "early", "h264", audio=False)
+    vp8 = await publish(node.url, "late", "vp8", audio=False)
+    player = None
+    try:
+        deadline = time.monotonic() + 5
+        while (await get(http, f"{node.url}/hls/early/stats.json"))[0] != 200:
+            assert time.monotonic() < deadline, "H264 stream not packaged by itself"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        assert (await get(http, f"{node.url}/hls/late/stats.json"))[0] == 404
+        pl, text, _ = await playlist_with(http, f"{node.url}/hls/early/index.m3u8",
+                                          lambda p: len(p.segments) >= 2)
+        assert "#EXT-X-PART" not in text and "#EXT-X-VERSION:3" in text
+        assert "PRELOAD-HINT" not in text and "SERVER-CONTROL" not in text
+        player = await HlsPlayer(node.url, "early").start()
+        assert player.mode == "hls"
+        await player.wait_frames(40, 10)
+        assert advancing(player.counters)
+    finally:
+        if player:
+            await player.stop()
+        await vp8.stop()
+        await h264.stop()
