@@ -288,3 +288,17 @@ async def test_always_mode_and_plain_hls(start_node, http):
             await player.stop()
         await vp8.stop()
         await h264.stop()
+
+
+@pytest.mark.parametrize("settings", [
+    {"hls": "sometimes"}, {"hls_transcode": "always"}, {"hls_segment_duration": 0.1},
+    {"hls_part_duration": 2.0}, {"hls_part_duration": 0.05}, {"hls_window": 1},
+    {"hls_idle_timeout": 0}, {"hls_end_grace": -1}, {"hls_x264_preset": "placebo"},
+    {"hls_window": 3.5},
+])
+def test_bad_hls_settings_are_refused(settings):
+    from unbroken.node.config import NodeConfig
+
+    with pytest.raises(ValueError):
+        NodeConfig.load(**settings)
+    assert NodeConfig.load(hls="always", hls_part_duration=0, hls_window=3).hls == "always"
