@@ -13,7 +13,7 @@ def profile(pt, mid, ids):
         RTCRtpHeaderExtensionParameters(id=ids[1], uri=ABS)])
     m = HeaderExtensionsMap()
     m.configure(params)
-    return OutputProfile(pt, mid, m, (pt, mid, ids)), m
+    return OutputProfile.shared(pt, mid, m, ids), m
 
 
 def source_packet():
@@ -27,10 +27,12 @@ def test_rewrites_header_and_extensions_per_profile():
     fp = ForwardPacket(source_packet(), True, 0.0)
     prof_a, map_a = profile(97, "0", (1, 3))
     prof_b, map_b = profile(120, "video", (4, 9))
-    a = RtpPacket.parse(fp.build(prof_a, 7, 9000, 0xAAAA), map_a)
-    b = RtpPacket.parse(fp.build(prof_b, 8, 9001, 0xBBBB), map_b)
-    assert (a.payload_type, a.sequence_number, a.timestamp, a.ssrc) == (97, 7, 9000, 0xAAAA)
-    assert (b.payload_type, b.sequence_number, b.timestamp, b.ssrc) == (120, 8, 9001, 0xBBBB)
+    a = RtpPacket.parse(fp.template(prof_a), map_a)
+    b = RtpPacket.parse(fp.template(prof_b), map_b)
+    # the writer patches sequence number, timestamp and SSRC (bytes 2-11) per subscriber
+    assert (a.payload_type, a.sequence_number, a.timestamp, a.ssrc) == (97, 0, 0, 0)
+    assert (b.payload_type, b.sequence_number, b.timestamp, b.ssrc) == (120, 0, 0, 0)
+    assert fp.template(prof_a) is fp.template(prof_a)  # built once per profile
     assert a.extensions.mid == "0" and b.extensions.mid == "video"
     assert a.extensions.abs_send_time == b.extensions.abs_send_time == 0x123456
     assert a.payload == b.payload == fp.payload and a.marker == 1

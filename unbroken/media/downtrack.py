@@ -22,6 +22,9 @@ from .packet import ForwardPacket, OutputProfile
 from .rtc_internals import PacketWriter
 
 
+MAX_HELD_PACKETS = 300
+
+
 class DownTrack:
     def __init__(self, kind: str, mime: str, profile: OutputProfile, ssrc: int,
                  clock_rate: int, writer: PacketWriter, request_keyframe: Callable[[], None],
@@ -37,11 +40,11 @@ class DownTrack:
         self.clock_rate = clock_rate
         self.writer = writer
         self.request_keyframe = request_keyframe
-        self.needs_keyframe = kind == "video"
         self.munger = RtpMunger(clock_rate)
         self.history = PacketHistory()
         self._rtx_seq = 1
         self._connected = False
+        self._held: list[ForwardPacket] | None = None
         self.last_in_ts = 0
         self.packets = 0
         self.octets = 0
@@ -51,13 +54,39 @@ class DownTrack:
         self.remote_loss = 0
         self.remote_jitter = 0
 
+    def start(self) -> None:
+        """The subscription begins: ask for a keyframe now, while ICE and DTLS connect;
+        its packets are held until the connection is up (first frame sooner)."""
+        if self.kind == "video":
+            self.request_keyframe()
+
     def write(self, fp: ForwardPacket, now: float) -> None:
         if not self._connected:
             if not self.writer.ready:
+                self._hold(fp)
                 return
             self._connected = True
-            if self.needs_keyframe:
+            held, self._held = self._held, None
+            if held:
+                for packet in held:
+                    self._forward(packet, now)
+            elif self.kind == "video":
                 self.request_keyframe()
+        self._forward(fp, now)
+
+    def _hold(self, fp: ForwardPacket) -> None:
+        """Before the connection is up, keep the video from its latest keyframe on."""
+        if self.kind != "video":
+            return
+        if fp.keyframe_start:
+            self._held = [fp]
+        elif self._held is not None:
+            if len(self._held) < MAX_HELD_PACKETS:
+                self._held.append(fp)
+            else:
+                self._held = None  # too long a wait: start at a fresh keyframe instead
+
+    def _forward(self, fp: ForwardPacket, now: float) -> None:
         munger = self.munger
         if fp.ssrc != munger.source_ssrc:
             if self.kind == "video" and not fp.keyframe_start:
@@ -69,7 +98,7 @@ class DownTrack:
         if mapped is None:
             return
         seq, ts = mapped
-        if self.writer.write_rtp(fp.build(self.profile, seq, ts, self.ssrc)):
+        if self.writer.write(fp.template(self.profile), seq, ts, self.ssrc):
             self.history.add(seq, ts, fp)
             self.last_in_ts = fp.timestamp
             self.packets += 1
@@ -102,9 +131,10 @@ class DownTrack:
             data = fp.build_rtx(self.profile, self.rtx_payload_type, self._rtx_seq, seq, ts,
                                 self.rtx_ssrc)
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            sent = self.writer.write_plain(data)
         else:
-            data = fp.build(self.profile, seq, ts, self.ssrc)
-        if self.writer.write_rtp(data):
+            sent = self.writer.write(fp.template(self.profile), seq, ts, self.ssrc)
+        if sent:
             self.retransmits += 1
 
     def sender_report_values(self, source_report: tuple[int, int] | None) -> tuple[int, int]:

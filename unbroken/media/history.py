@@ -9,22 +9,20 @@ HISTORY_SIZE = 1024
 
 
 class PacketHistory:
-    __slots__ = ("_seqs", "_packets", "_timestamps")
+    __slots__ = ("_entries", "_mask")
 
     def __init__(self, size: int = HISTORY_SIZE) -> None:
-        self._seqs: list[int] = [-1] * size
-        self._packets: list[ForwardPacket | None] = [None] * size
-        self._timestamps: list[int] = [0] * size
+        if size & (size - 1):
+            raise ValueError("history size must be a power of two")
+        self._entries: list[tuple[int, ForwardPacket, int] | None] = [None] * size
+        self._mask = size - 1
 
     def add(self, seq: int, ts: int, packet: ForwardPacket) -> None:
-        i = seq % len(self._seqs)
-        self._seqs[i] = seq
-        self._packets[i] = packet
-        self._timestamps[i] = ts
+        self._entries[seq & self._mask] = (seq, packet, ts)
 
     def get(self, seq: int) -> tuple[ForwardPacket, int] | None:
         """The packet sent as `seq` and its outgoing timestamp, if still held."""
-        i = seq % len(self._seqs)
-        if self._seqs[i] != seq:
+        entry = self._entries[seq & self._mask]
+        if entry is None or entry[0] != seq:
             return None
-        return self._packets[i], self._timestamps[i]
+        return entry[1], entry[2]

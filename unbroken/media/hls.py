@@ -179,10 +179,15 @@ class Playlist:
 
     @property
     def ready(self) -> bool:
-        """Has something to play (a part, or a whole segment without LL-HLS)."""
+        """Worth showing a first player: with LL-HLS, parts covering PART-HOLD-BACK (so a
+        player can start that far behind the live edge, not at the very first part and
+        later), else one whole segment."""
         with self._lock:
+            if self.ended:
+                return True
             if self.settings.part_duration:
-                return any(s.parts for s in self.segments)
+                available = sum(p.duration for s in self.segments for p in s.parts)
+                return available >= 3 * self.settings.part_duration - 0.05
             return any(s.complete for s in self.segments)
 
     def last_position(self) -> tuple[int, int]:

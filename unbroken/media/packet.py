@@ -2,22 +2,25 @@
 
 The payload is kept once; each subscriber header-extension profile (payload
 type, mid and extension ids) gets its serialized packet built once per packet,
-and each subscriber then only patches sequence number, timestamp and SSRC.
+and each subscriber's writer then only patches sequence number, timestamp and SSRC.
 """
 
 from __future__ import annotations
 
 import struct
+import weakref
 
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
-_pack_seq_ts_ssrc = struct.Struct("!HII").pack_into
-
 
 class OutputProfile:
-    """How one subscriber's track wants its packets: payload type, mid, extension ids."""
+    """How one subscriber's track wants its packets: payload type, mid, extension ids.
 
-    __slots__ = ("payload_type", "mid", "extensions_map", "key")
+    Get them from `shared()`: subscribers that negotiated alike share one profile
+    object, which keys the per-packet templates by identity (cheap to hash)."""
+
+    __slots__ = ("payload_type", "mid", "extensions_map", "key", "__weakref__")
+    _shared: "weakref.WeakValueDictionary[tuple, OutputProfile]" = weakref.WeakValueDictionary()
 
     def __init__(self, payload_type: int, mid: str | None, extensions_map: HeaderExtensionsMap,
                  extension_ids: tuple) -> None:
@@ -25,6 +28,16 @@ class OutputProfile:
         self.mid = mid
         self.extensions_map = extensions_map
         self.key = (payload_type, mid, extension_ids)
+
+    @classmethod
+    def shared(cls, payload_type: int, mid: str | None, extensions_map: HeaderExtensionsMap,
+               extension_ids: tuple) -> "OutputProfile":
+        key = (payload_type, mid, extension_ids)
+        profile = cls._shared.get(key)
+        if profile is None:
+            profile = cls(payload_type, mid, extensions_map, extension_ids)
+            cls._shared[key] = profile
+        return profile
 
 
 class ForwardPacket:
@@ -46,7 +59,7 @@ class ForwardPacket:
 
     def template(self, profile: OutputProfile) -> bytes:
         """The serialized packet for this profile, with zero seq/timestamp/SSRC."""
-        data = self._templates.get(profile.key)
+        data = self._templates.get(profile)
         if data is None:
             out = RtpPacket(payload_type=profile.payload_type, marker=self.marker,
                             payload=self.payload)
@@ -57,13 +70,8 @@ class ForwardPacket:
             ext.audio_level = self.audio_level
             out.extensions = ext
             data = out.serialize(profile.extensions_map)
-            self._templates[profile.key] = data
+            self._templates[profile] = data
         return data
-
-    def build(self, profile: OutputProfile, seq: int, ts: int, ssrc: int) -> bytes:
-        buf = bytearray(self.template(profile))
-        _pack_seq_ts_ssrc(buf, 2, seq, ts, ssrc)
-        return bytes(buf)
 
     def build_rtx(self, profile: OutputProfile, rtx_payload_type: int, rtx_seq: int,
                   original_seq: int, ts: int, rtx_ssrc: int) -> bytes:

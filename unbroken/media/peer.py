@@ -164,6 +164,8 @@ class PublisherPeer(Peer):
     def _detach(self) -> None:
         if self.source is not None:
             self.stream.detach(self.source)
+            for receiver in self.source.receivers.values():
+                receiver.close()
 
 
 class SubscriberPeer(Peer):
@@ -197,13 +199,14 @@ class SubscriberPeer(Peer):
                 self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
         for track in self.downtracks.values():
             self.stream.add_downtrack(track)
+            track.start()
         return answer
 
     def _downtrack(self, transceiver, codec: RTCRtpCodecParameters) -> DownTrack:
         extensions = types.SimpleNamespace(headerExtensions=rtc_internals.negotiated_header_extensions(transceiver))
         extensions_map = HeaderExtensionsMap()
         extensions_map.configure(extensions)
-        profile = OutputProfile(
+        profile = OutputProfile.shared(
             codec.payloadType, transceiver.mid, extensions_map,
             tuple((e.id, e.uri) for e in rtc_internals.negotiated_header_extensions(transceiver)))
         rtx = next((c for c in rtc_internals.negotiated_codecs(transceiver)

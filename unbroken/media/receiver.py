@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,7 @@ class TrackReceiver:
         self.keyframes = 0
         self.keyframe_requests = 0
         self._last_keyframe_request = 0.0
+        self._deferred_request: asyncio.TimerHandle | None = None
         # latest sender report from the publisher: ssrc -> (ntp, rtp timestamp)
         self.sender_reports: dict[int, tuple[int, int]] = {}
 
@@ -50,6 +52,9 @@ class TrackReceiver:
         keyframe = detector(packet.payload) if detector is not None else True
         if detector is not None and keyframe:
             self.keyframes += 1
+            if self._deferred_request is not None:  # this keyframe serves that request
+                self._deferred_request.cancel()
+                self._deferred_request = None
         self.ssrc = packet.ssrc
         self.last_packet_at = now
         self.stats.add(packet.ssrc, packet.sequence_number, len(packet.payload),
@@ -63,15 +68,31 @@ class TrackReceiver:
             self.sender_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
 
     def request_keyframe(self) -> None:
-        """Ask the publisher for a keyframe (PLI), at most every KEYFRAME_REQUEST_INTERVAL."""
+        """Ask the publisher for a keyframe (PLI), at most every KEYFRAME_REQUEST_INTERVAL.
+
+        A request inside the interval is sent when the interval ends, unless a keyframe
+        arrives first: a late joiner never waits for some later request."""
         if self._is_keyframe_start is None or self.ssrc is None:
             return
-        now = time.monotonic()
-        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+        wait = self._last_keyframe_request + KEYFRAME_REQUEST_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._send_now()
+        elif self._deferred_request is None:
+            self._deferred_request = asyncio.get_running_loop().call_later(
+                wait, self._send_now)
+
+    def _send_now(self) -> None:
+        self._deferred_request = None
+        if self.ssrc is None:
             return
-        self._last_keyframe_request = now
+        self._last_keyframe_request = time.monotonic()
         self.keyframe_requests += 1
         self._send_keyframe_request(self.ssrc)
+
+    def close(self) -> None:
+        if self._deferred_request is not None:
+            self._deferred_request.cancel()
+            self._deferred_request = None
 
     def snapshot(self) -> dict:
         return {

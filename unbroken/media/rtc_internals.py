@@ -9,7 +9,8 @@ packets instead, we:
 - give each subscriber sender a track that never yields a frame (so it never
   encodes), take over its RTCP handling (NACK, PLI/FIR, receiver reports), and
   write rewritten packets straight to the nominated ICE pair's socket through
-  the DTLS transport's SRTP session.
+  the DTLS transport's SRTP session (libsrtp called through pylibsrtp's binding,
+  and asyncio's UDP socket, both private too).
 
 `check_hooks()` fails loudly if an aiortc upgrade moved any of these.
 """
@@ -17,6 +18,7 @@ packets instead, we:
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +27,12 @@ from aiortc.codecs import is_rtx
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
+from pylibsrtp import SRTP_MAX_TRAILER_LEN
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
+
+srtp_protect = srtp_lib.srtp_protect
+_pack_seq_ts_ssrc = struct.Struct("!HII").pack_into
 
 RtpTap = Callable[[RtpPacket], None]
 RtcpHandler = Callable[[Any], Awaitable[None]]
@@ -134,61 +142,100 @@ def negotiated_header_extensions(transceiver) -> list:
 
 
 class PacketWriter:
-    """Protects plaintext RTP/RTCP with the transport's SRTP session and sends it
-    synchronously on the nominated ICE pair, bypassing aiortc's coroutine chain."""
+    """SRTP-protects RTP packets and sends them straight to the nominated ICE pair's
+    socket, bypassing aiortc's coroutine chain.
 
-    __slots__ = ("_dtls", "_ice_connection", "_protect", "_protect_rtcp", "_send", "_addr",
-                 "packets", "bytes", "dropped")
+    It uses the transport's own SRTP session, but calls libsrtp through pylibsrtp's
+    cffi binding with one reusable buffer: the packet is copied in once, its header
+    patched in place, protected in place and sent from there (no per-packet allocations).
+    """
 
-    # datagrams queued in user space beyond which we drop instead of buffering more
-    MAX_WRITE_BUFFER = 256 * 1024
+    __slots__ = ("_dtls", "_ice_connection", "_session", "_srtp", "_transport", "_sock",
+                 "_addr", "_cdata", "_buffer", "_view", "_length", "packets", "bytes",
+                 "dropped")
+
+    BUFFER_SIZE = 2048
+    MAX_PLAINTEXT = BUFFER_SIZE - SRTP_MAX_TRAILER_LEN
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._setup(dtls, dtls.transport._connection)
+
+    def _setup(self, dtls: RTCDtlsTransport | None, ice_connection) -> None:
         self._dtls = dtls
-        self._ice_connection = dtls.transport._connection
-        self._protect = None
-        self._protect_rtcp = None
-        self._send = None
+        self._ice_connection = ice_connection
+        self._session = None
+        self._srtp = None
+        self._transport = None
+        self._sock = None
         self._addr = None
+        self._cdata = srtp_ffi.new("char[]", self.BUFFER_SIZE)
+        self._buffer = srtp_ffi.buffer(self._cdata)
+        self._view = memoryview(self._buffer)
+        self._length = srtp_ffi.new("int *")
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
 
+    @classmethod
+    def on_socket(cls, session, transport: asyncio.DatagramTransport, addr) -> "PacketWriter":
+        """A writer on a given SRTP session and UDP transport (benchmarks, tests)."""
+        writer = cls.__new__(cls)
+        writer._setup(None, None)
+        writer._use(session, transport, addr)
+        return writer
+
     def _bind(self) -> bool:
-        srtp = self._dtls._tx_srtp
+        session = self._dtls._tx_srtp
         pair = self._ice_connection._nominated.get(1)
-        if srtp is None or pair is None or self._dtls.state != "connected":
+        if session is None or pair is None or self._dtls.state != "connected":
             return False
-        transport = pair.protocol.transport
-        self._protect = srtp.protect
-        self._protect_rtcp = srtp.protect_rtcp
-        self._send = transport
-        self._addr = pair.remote_addr
+        self._use(session, pair.protocol.transport, pair.remote_addr)
         return True
+
+    def _use(self, session, transport: asyncio.DatagramTransport, addr) -> None:
+        self._session = session  # keeps the srtp_t alive
+        self._srtp = session._srtp[0]
+        self._transport = transport
+        self._sock = transport._sock  # asyncio's UDP socket
+        self._addr = addr
 
     @property
     def ready(self) -> bool:
-        return self._send is not None or self._bind()
+        return self._sock is not None or self._bind()
 
-    def write_rtp(self, plaintext: bytes) -> bool:
-        transport = self._send
-        if transport is None:
-            if not self._bind():
-                return False
-            transport = self._send
-        if transport.is_closing() or transport.get_write_buffer_size() > self.MAX_WRITE_BUFFER:
+    def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
+        """Send `template` (a serialized RTP packet) with this sequence number, timestamp
+        and SSRC patched in."""
+        size = len(template)
+        if (self._sock is None and not self._bind()) or size > self.MAX_PLAINTEXT:
+            return False
+        self._buffer[0:size] = template
+        _pack_seq_ts_ssrc(self._buffer, 2, seq, ts, ssrc)
+        return self._protect_and_send(size)
+
+    def write_plain(self, plaintext: bytes) -> bool:
+        size = len(plaintext)
+        if (self._sock is None and not self._bind()) or size > self.MAX_PLAINTEXT:
+            return False
+        self._buffer[0:size] = plaintext
+        return self._protect_and_send(size)
+
+    def _protect_and_send(self, size: int) -> bool:
+        if self._transport.is_closing():
             self.dropped += 1
             return False
-        data = self._protect(plaintext)
-        transport.sendto(data, self._addr)
-        self.packets += 1
-        self.bytes += len(data)
-        return True
-
-    def write_rtcp(self, plaintext: bytes) -> bool:
-        if not self.ready or self._send.is_closing():
+        length = self._length
+        length[0] = size
+        if srtp_protect(self._srtp, self._cdata, length) != 0:
+            self.dropped += 1
             return False
-        self._send.sendto(self._protect_rtcp(plaintext), self._addr)
+        try:
+            self._sock.sendto(self._view[:length[0]], self._addr)
+        except OSError:  # a full socket buffer or a vanished peer: this viewer loses it
+            self.dropped += 1
+            return False
+        self.packets += 1
+        self.bytes += length[0]
         return True
 
 
@@ -213,3 +260,7 @@ def check_hooks() -> None:
 
     assert "_nominated" in inspect.getsource(Connection.__init__)
     assert "protocol" in inspect.signature(CandidatePair.__init__).parameters
+    import pylibsrtp
+
+    assert "self._srtp = " in inspect.getsource(pylibsrtp.Session.__init__)
+    assert srtp_ffi.typeof(srtp_protect).cname.startswith("srtp_err_status_t(*)")

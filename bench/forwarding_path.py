@@ -1,0 +1,155 @@
+"""The forwarding data plane alone: CPU per forwarded packet, in one process.
+
+Real DownTracks (munging, history) with real PacketWriters (libsrtp protect, UDP
+sendto to a sink socket on loopback) are fed packets shaped like a 1 Mbit/s 30 fps
+VP8 stream; measured for N subscribers. Baseline in the same run: the obvious way to
+send the same packets with aiortc's own pieces (build an RtpPacket and serialize it,
+pylibsrtp's Session.protect, asyncio's DatagramTransport.sendto) per subscriber.
+
+    python bench/forwarding_path.py [--quick]
+
+The node benchmark (forwarding.py) measures a whole node process instead: this one
+shows what the data plane itself costs, without sessions' RTCP, ICE consent and the
+event loop around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+import types
+
+from _harness import machine, table, write_results
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from pylibsrtp import Policy, Session
+
+from unbroken.media.downtrack import DownTrack
+from unbroken.media.packet import ForwardPacket, OutputProfile
+from unbroken.media.rtc_internals import PacketWriter
+
+PAYLOAD = 1100  # bytes: ~110 packets/s at 1 Mbit/s
+PACKETS = 3000
+MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def extensions_map() -> HeaderExtensionsMap:
+    m = HeaderExtensionsMap()
+    m.configure(types.SimpleNamespace(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=1, uri=MID),
+        RTCRtpHeaderExtensionParameters(id=3, uri=ABS)]))
+    return m
+
+
+def source_packets() -> list[RtpPacket]:
+    packets = []
+    for i in range(PACKETS):
+        p = RtpPacket(payload_type=96, marker=int(i % 4 == 3), sequence_number=i % 65536,
+                      timestamp=(i // 4) * 3000, ssrc=5,
+                      payload=(b"\x10\x00\x9d\x01\x2a" if i == 0 else b"\x00") + bytes(PAYLOAD))
+        p.extensions.abs_send_time = i
+        packets.append(p)
+    return packets
+
+
+def drain(sink: socket.socket) -> None:
+    try:
+        while True:
+            sink.recv(4096)
+    except BlockingIOError:
+        pass
+
+
+async def measure_node_path(n: int, sink, transport, packets) -> float:
+    addr = sink.getsockname()
+    ext = extensions_map()
+    profile = OutputProfile.shared(96, "0", ext, ((1, MID), (3, ABS)))
+    tracks = []
+    for i in range(n):
+        session = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        track = DownTrack("video", "video/vp8", profile, 1000 + i, 90000,
+                          PacketWriter.on_socket(session, transport, addr), lambda: None)
+        track._connected = True  # the session's connection is up
+        tracks.append(track)
+    forwarded = [ForwardPacket(p, i == 0, 0.0) for i, p in enumerate(packets)]
+    spent = 0.0
+    for fp in forwarded:
+        start = time.process_time()
+        for track in tracks:
+            track.write(fp, 0.0)
+        spent += time.process_time() - start
+        drain(sink)  # the receiving end's work, not timed
+    assert all(t.packets == PACKETS for t in tracks), "packets were dropped"
+    return spent / (PACKETS * n) * 1e6
+
+
+async def measure_baseline(n: int, sink, transport, packets) -> float:
+    addr = sink.getsockname()
+    ext = extensions_map()
+    sessions = [Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+                for _ in range(n)]
+    spent = 0.0
+    for p in packets:
+        start = time.process_time()
+        for i, session in enumerate(sessions):
+            out = RtpPacket(payload_type=96, marker=p.marker, sequence_number=p.sequence_number,
+                            timestamp=p.timestamp, ssrc=1000 + i, payload=p.payload)
+            out.extensions = HeaderExtensions()
+            out.extensions.mid = "0"
+            out.extensions.abs_send_time = p.extensions.abs_send_time
+            transport.sendto(session.protect(out.serialize(ext)), addr)
+        spent += time.process_time() - start
+        drain(sink)
+    return spent / (PACKETS * n) * 1e6
+
+
+async def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1, 16 only")
+    args = parser.parse_args()
+    steps = [1, 16] if args.quick else [1, 4, 16, 64]
+    loop = asyncio.get_running_loop()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                       local_addr=("127.0.0.1", 0))
+    packets = source_packets()
+    rows = []
+    for n in steps:
+        node = await measure_node_path(n, sink, transport, packets)
+        base = await measure_baseline(n, sink, transport, packets)
+        rows.append({"subscribers": n, "node_us_per_packet": round(node, 2),
+                     "baseline_us_per_packet": round(base, 2),
+                     "speedup": round(base / node, 2)})
+    transport.close()
+    sink.close()
+    # what one more subscriber costs per packet: the slope between the first and last step
+    first, last = rows[0], rows[-1]
+    marginal = ((last["node_us_per_packet"] * last["subscribers"]
+                 - first["node_us_per_packet"] * first["subscribers"])
+                / (last["subscribers"] - first["subscribers"]))
+    return {"benchmark": "forwarding_path", "quick": args.quick, "machine": machine(),
+            "config": {"payload_bytes": PAYLOAD, "packets": PACKETS, "steps": steps},
+            "target": {"us_per_packet": 20.0}, "rows": rows,
+            "summary": {"marginal_us_per_packet": round(marginal, 2),
+                        "meets_target": marginal <= 20.0}}
+
+
+if __name__ == "__main__":
+    results = asyncio.run(main())
+    print(table([("subscribers", "N"), ("node_us_per_packet", "node µs/pkt"),
+                 ("baseline_us_per_packet", "aiortc pieces µs/pkt"), ("speedup", "×")],
+                results["rows"]), file=sys.stderr)
+    summary = results["summary"]
+    print(f"marginal: {summary['marginal_us_per_packet']} µs per forwarded packet "
+          f"(target ≤ 20: {summary['meets_target']})", file=sys.stderr)
+    path = write_results("forwarding_path", results, results["quick"])
+    print(f"written to {path}", file=sys.stderr)
+    print(json.dumps(results))
