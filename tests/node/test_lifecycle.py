@@ -93,3 +93,20 @@ async def test_killed_viewers_do_not_disturb_the_publisher_or_other_viewers(node
             proc.wait()
         await viewer.stop()
         await pub.stop()
+
+
+async def test_a_stalled_node_does_not_drop_publishers_whose_media_kept_coming(node):
+    """SIGSTOP longer than the media timeout: the packets wait in the socket meanwhile."""
+    pub = await WhipPublisher(node.url, "frozen", tracks=[TestPatternVideoTrack()],
+                              video_codec="vp8").start()
+    try:
+        await asyncio.sleep(1)
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(1.5)
+        os.kill(node.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(1)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(node.url + "/api/v1/streams/frozen") as r:
+                assert (await r.json())["live"]
+    finally:
+        await pub.stop()

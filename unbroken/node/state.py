@@ -21,7 +21,8 @@ from .metrics import NodeMetrics
 log = logging.getLogger("unbroken.node")
 
 WATCHDOG_INTERVAL = 0.1
-MAX_LIVE_WAITERS = 1000  # stream names with viewers waiting for a publisher
+MAX_LIVE_WAITERS = 1000
+LATE_TICK = 0.2  # s: a watchdog tick later than this follows a stall of the event loop  # stream names with viewers waiting for a publisher
 MEDIA_START_POLL = 0.02  # how often a new session is checked for media flowing
 SENDER_REPORT_INTERVAL = 0.5
 
@@ -254,11 +255,17 @@ class NodeState:
     # watchdog ------------------------------------------------------------
     async def _watch(self) -> None:
         last_reports = 0.0
+        last_tick = time.monotonic()
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
             now = time.monotonic()
+            # after the event loop itself stalled, packets that did arrive may still wait
+            # in the sockets: judge publishers' silence only on a tick that came on time
+            on_time = now - last_tick < WATCHDOG_INTERVAL + LATE_TICK
+            last_tick = now
             try:
-                self._check_sessions(now)
+                if on_time:
+                    self._check_sessions(now)
                 if now - last_reports >= SENDER_REPORT_INTERVAL:
                     last_reports = now
                     self._refresh_sender_reports()
