@@ -82,6 +82,7 @@ class StreamHls:
         self.gone_since: float | None = time.monotonic()
         self.ended_at: float | None = None
         self.closed = False
+        self.waiters = 0  # requests held until the playlist or a part is there
         self._changed = asyncio.Event()
 
     # feeding -----------------------------------------------------------------------
@@ -170,18 +171,24 @@ class StreamHls:
         changed.set()
 
     async def wait_for(self, condition, timeout: float) -> bool:
-        """Wait until `condition()` holds (re-checked on every playlist change)."""
+        """Wait until `condition()` holds (re-checked on every playlist change). A waiting
+        request is a viewer: the packaging is not idle meanwhile."""
         deadline = self.loop.time() + timeout
-        while not condition():
-            remaining = deadline - self.loop.time()
-            if remaining <= 0 or self.closed:
-                return condition()
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
-        return True
+        self.waiters += 1
+        try:
+            while not condition():
+                remaining = deadline - self.loop.time()
+                if remaining <= 0 or self.closed:
+                    return condition()
+                changed = self._changed
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    pass
+            return True
+        finally:
+            self.waiters -= 1
+            self.last_request = time.monotonic()
 
 
 class HlsService:
@@ -263,7 +270,7 @@ class HlsService:
             elif entry.gone_since is None:
                 entry.gone_since = now
                 entry.packager.set_source(None)
-            idle = now - entry.last_request > config.hls_idle_timeout
+            idle = not entry.waiters and now - entry.last_request > config.hls_idle_timeout
             if entry.ended_at is not None:
                 if now - entry.ended_at > self.linger:
                     self._remove(name, "ended")
