@@ -121,15 +121,18 @@ class OfferAnswerSession:
         return self
 
     async def stop(self) -> None:
-        """End the session: close the connection (media stops at once), then DELETE its
-        Location (errors ignored)."""
+        """End the session: stop sending media at once, DELETE its Location (errors
+        ignored: the node may be gone), then close the connection."""
         if self._stopped:
             return
         self._stopped = True
         if self.pc:
-            await self.pc.close()
+            for sender in self.pc.getSenders():
+                sender.replaceTrack(None)
         if self.location and self._http:
             await self._delete_location()
+        if self.pc:
+            await self.pc.close()
         if self._own_http and self._http:
             await self._http.close()
 
