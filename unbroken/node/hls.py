@@ -290,8 +290,11 @@ class HlsService:
 
 # --- HTTP -------------------------------------------------------------------------------
 
+HLS = web.AppKey("hls", HlsService)
+
+
 def _service(request: web.Request) -> HlsService:
-    return request.app["hls"]
+    return request.app[HLS]
 
 
 def _check_access(request: web.Request, token: str) -> str:
@@ -400,7 +403,7 @@ async def options(request: web.Request) -> web.Response:
 
 def setup(app: web.Application, state, config) -> HlsService:
     service = HlsService(state, config)
-    app["hls"] = service
+    app[HLS] = service
     app.router.add_get("/hls/{stream}/index.m3u8", playlist)
     app.router.add_get("/hls/{stream}/stats.json", stats)
     app.router.add_get("/hls/{stream}/{file}", segment)
