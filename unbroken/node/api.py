@@ -6,12 +6,12 @@ import time
 
 from aiohttp import web
 
-from .http_common import HttpError, check_token, stream_name
+from .http_common import STATE, HttpError, check_token, stream_name
 from .state import NodeState
 
 
 def _state(request: web.Request) -> NodeState:
-    return request.app["state"]
+    return request.app[STATE]
 
 
 async def list_streams(request: web.Request) -> web.Response:

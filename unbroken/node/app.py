@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import api, hls, session_channel, whip_whep
 from .config import NodeConfig
-from .http_common import errors_and_cors
+from .http_common import METRICS, STATE, errors_and_cors
 from .state import NodeState
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -36,8 +36,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[errors_and_cors],
                           client_max_size=config.max_body_bytes)
     state = NodeState(config)
-    app["state"] = state
-    app["metrics"] = state.metrics
+    app[STATE] = state
+    app[METRICS] = state.metrics
     whip_whep.add_routes(app)
     api.add_routes(app)
     hls.setup(app, state, config)

@@ -9,6 +9,10 @@ from aiohttp import web
 from unbroken.protocol.errors import error_body
 from unbroken.protocol.names import valid_stream_name
 
+# the application's shared objects: the node's state and its metrics
+STATE = web.AppKey("state")
+METRICS = web.AppKey("metrics")
+
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
@@ -85,7 +89,7 @@ async def errors_and_cors(request: web.Request, handler):
                              allow)
         else:
             raise
-    metrics = request.app.get("metrics")
+    metrics = request.app.get(METRICS)
     if response.status >= 400 and metrics is not None:
         metrics.requests_rejected.labels(str(response.status)).inc()
     for key, value in CORS_HEADERS.items():

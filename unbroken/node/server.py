@@ -12,12 +12,13 @@ from aiohttp import web
 
 from .app import create_app
 from .config import NodeConfig
+from .http_common import STATE
 
 log = logging.getLogger("unbroken.node")
 
 
 async def drain(app: web.Application, timeout: float) -> None:
-    state = app["state"]
+    state = app[STATE]
     log.info("draining", extra={"sessions": len(state.sessions), "timeout": timeout})
     state.begin_drain()
     deadline = time.monotonic() + timeout

@@ -28,7 +28,7 @@ from unbroken.media.peer import NegotiationError
 from unbroken.protocol import session as proto
 from unbroken.protocol.sdp import SdpError, check_offer, offer_ice_credentials
 
-from .http_common import HttpError, check_token
+from .http_common import STATE, HttpError, check_token
 from .state import NodeState, NotLive, Session, StreamBusy
 
 log = logging.getLogger("unbroken.node.ws")
@@ -614,7 +614,7 @@ async def list_channels(request: web.Request) -> web.Response:
 def setup(app: web.Application, limits: Limits | None = None) -> ChannelRegistry:
     """Add ``GET /ws`` (and ``GET /api/v1/channels``); close every socket on shutdown
     (after the node's streams ended, so their final states are sent first)."""
-    registry = ChannelRegistry(app["state"], limits)
+    registry = ChannelRegistry(app[STATE], limits)
     app[CHANNELS] = registry
     app.router.add_get(proto.PATH, ws_handler)
     app.router.add_get("/api/v1/channels", list_channels)

@@ -26,7 +26,7 @@ from unbroken.protocol.sdp import (
 )
 
 from .events import WHEP_EVENTS, sse_frame
-from .http_common import CORS_HEADERS, HttpError, check_token, read_text, stream_name
+from .http_common import CORS_HEADERS, STATE, HttpError, check_token, read_text, stream_name
 from .state import NodeState, NotLive, Session, StreamBusy
 
 log = logging.getLogger("unbroken.node.http")
@@ -39,7 +39,7 @@ KIND_OF_PATH = {"whip": "publish", "whep": "play"}
 
 
 def state_of(request: web.Request) -> NodeState:
-    return request.app["state"]
+    return request.app[STATE]
 
 
 def _session(request: web.Request, path_kind: str) -> Session:
