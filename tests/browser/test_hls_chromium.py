@@ -113,7 +113,7 @@ def advancing(samples) -> list[int]:
     # the very first reads may catch a frame not painted yet (all black reads as 0)
     seen = [c for c, _, _ in samples[3:] if c is not None]
     assert len(seen) >= 10, samples
-    assert all(0 <= (b - a) % 65536 <= 10 for a, b in zip(seen, seen[1:])), seen
+    assert all(0 <= (b - a) % 65536 <= 10 for a, b in zip(seen, seen[1:])), str(seen)
     assert seen[-1] != seen[0], seen
     return seen
 

@@ -120,9 +120,12 @@ def test_segments_cut_at_keyframes_with_parts(codec):
     for seg in parsed.segments:
         data = pl.data(seg.msn)
         assert seg.duration <= 1.5
-        assert seg.parts and seg.parts[0].independent
-        assert all(p.duration <= 0.5 + 1e-6 for p in seg.parts)
-        assert b"".join(pl.data(seg.msn, i) for i in range(len(seg.parts))) == data
+        if seg.msn >= parsed.segments[-1].msn - 3:  # parts are listed for the last 4
+            assert seg.parts and seg.parts[0].independent
+            assert all(p.duration <= 0.5 + 1e-6 for p in seg.parts)
+            assert b"".join(pl.data(seg.msn, i) for i in range(len(seg.parts))) == data
+        else:
+            assert not seg.parts
         video, _ = decode(data)
         assert video[0] is not None  # each segment starts with a decodable keyframe
         everything += data

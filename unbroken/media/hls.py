@@ -452,6 +452,7 @@ class Segmenter:
         self._frame_interval = 3000  # 90 kHz ticks, estimated from the video
         self._keyframe_asked = False
         self._discontinuity = False
+        self._source_start = 0
         self._cc: dict[int, int] = {}
         self.segments_made = 0
         self.forced_cuts = 0
@@ -467,7 +468,7 @@ class Segmenter:
         if self._seg is None:
             return True
         return pts - self._seg_start >= self.settings.segment_duration * TS_CLOCK \
-            - self._frame_interval // 2
+            - self._frame_interval * 3 // 2
 
     def add(self, unit: Unit) -> None:
         driver = unit.kind == "video" or not self.has_video
@@ -475,6 +476,9 @@ class Segmenter:
             if not driver or (unit.kind == "video" and not unit.keyframe):
                 return  # a segment opens with a video keyframe (or audio when audio-only)
             self._open(unit.pts, independent=True)
+            self._source_start = unit.pts
+        elif unit.pts < self._source_start:
+            return  # audio from before the source's first picture (e.g. AAC priming)
         elif driver:
             self._maybe_cut(unit)
         if unit.kind == "video":
@@ -609,6 +613,8 @@ class VideoTranscoder:
         enc.width, enc.height = width, height
         enc.pix_fmt = "yuv420p"
         enc.time_base = TS_TIME_BASE
+        # without a frame rate x264 takes the 90 kHz time base for one (level 6.2 streams)
+        enc.framerate = Fraction(30, 1)
         enc.gop_size = 100000  # keyframes only when asked for
         enc.options = {"preset": self.settings.x264_preset, "tune": "zerolatency",
                        "crf": str(self.settings.x264_crf), "threads": "1",
