@@ -328,6 +328,7 @@ class Subscriber(RestoringClient):
     async def stop(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
         await super().stop()
         if self.recorder is not None:
             self.recorder.close()
