@@ -162,6 +162,7 @@ async def browser_latency(url: str, stream: str, track: StampedPattern, config: 
                 if await page.evaluate("() => window.ready === true"):
                     break
                 await asyncio.sleep(0.05)
+            played_at = time.time()
             await page.evaluate("([s, c]) => window.play(s, c)",
                                 [f"{url}/hls/{stream}/index.m3u8", config])
             await asyncio.sleep(seconds + WARMUP)
@@ -178,7 +179,8 @@ async def browser_latency(url: str, stream: str, track: StampedPattern, config: 
         if made is not None and at - first > WARMUP:
             latencies.append(at - made)
     return {"mode": "ll-hls" if config["lowLatencyMode"] else "hls", "hlsjs_config": config,
-            "stalls": stalls, **summary(latencies)}
+            "stalls": stalls, "first_frame_s": _r(first - played_at) if shown else None,
+            **summary(latencies)}
 
 
 async def latency_runs(args) -> list[dict]:
@@ -301,7 +303,8 @@ async def main() -> None:
     path = write_results("hls", results, args.quick)
     log(table([("player", "player"), ("playlist", "playlist"), ("codec", "codec"),
                ("samples", "frames"), ("p50_s", "p50 s"), ("p95_s", "p95 s"),
-               ("max_s", "max s"), ("stalls", "stalls")], results["latency"]))
+               ("max_s", "max s"), ("stalls", "stalls"), ("first_frame_s", "1st frame s")],
+              results["latency"]))
     log("")
     log(table([("codec", "codec"), ("mode", "mode"), ("streams", "streams"),
                ("node_cpu_without_hls_pct", "node % (no HLS)"),
