@@ -67,6 +67,9 @@ def add_play_parser(sub) -> None:
     p.add_argument("--inactive-timeout-ms", type=int, default=d.inactive_timeout_ms,
                    help="look elsewhere after the stream is inactive this long "
                         f"(default {d.inactive_timeout_ms})")
+    p.add_argument("--transports", default="whep",
+                   help="transport order, e.g. whep,hls: fail over to HLS when WebRTC keeps "
+                        "failing (default whep)")
     p.add_argument("--no-decode", action="store_true", help="count packets only")
     p.add_argument("--record", metavar="FILE",
                    help="write the stream to FILE (.ts, .webm, .mkv) without re-encoding")
@@ -86,6 +89,7 @@ def _options(args) -> RestoreOptions:
     else:
         o.media_silence_ms = args.media_silence_ms
         o.inactive_timeout_ms = args.inactive_timeout_ms
+        o.transports = tuple(t.strip() for t in args.transports.split(",") if t.strip())
     o.validate()
     return o
 
