@@ -852,3 +852,25 @@ async def test_shared_node_still_publishes_and_plays(srv, http):
         entries = [json.loads(line) for line in f if line.startswith("{")]
     failures = [e for e in entries if "exc" in e and "BadHttpMessage" not in e["exc"]]
     assert not failures, failures
+
+
+async def test_a_body_shorter_than_its_content_length_times_out_with_408():
+    """A client announcing more than it sends does not hold the request forever."""
+    from aiohttp.test_utils import TestServer
+
+    from unbroken.node import http_common
+    from unbroken.node.app import create_app
+    from unbroken.node.config import NodeConfig
+
+    saved, http_common.BODY_TIMEOUT = http_common.BODY_TIMEOUT, 0.5
+    try:
+        async with TestServer(create_app(NodeConfig())) as server:
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(b"POST /whip/short HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp"
+                         b"\r\nContent-Length: 500\r\n\r\nv=0\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 408"), status
+            writer.close()
+    finally:
+        http_common.BODY_TIMEOUT = saved

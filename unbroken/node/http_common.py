@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from aiohttp import web
 
 from unbroken.protocol.errors import error_body
 from unbroken.protocol.names import valid_stream_name
+
+BODY_TIMEOUT = 10.0  # seconds to receive a request body
 
 # the application's shared objects: the node's state and its metrics
 STATE = web.AppKey("state")
@@ -61,13 +64,19 @@ async def read_text(request: web.Request, content_type: str, limit: int) -> str:
                         else None)
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
-    # read() returns what has arrived so far: keep reading until the end or past the limit
+    # read() returns what has arrived so far: keep reading until the end or past the limit;
+    # a client that announces more than it sends must not hold the request forever
     body = b""
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            while len(body) <= limit:
+                chunk = await request.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    except TimeoutError:
+        raise HttpError(408, "body_timeout",
+                        f"request body not complete within {BODY_TIMEOUT:g} s") from None
     if len(body) > limit:
         raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
     try:
