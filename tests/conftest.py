@@ -88,6 +88,14 @@ def start_node():
         node.kill()
 
 
+@pytest.fixture(scope="module")
+def shared_node():
+    """One node process for a whole test module."""
+    node = NodeProcess(port=free_port()).start()
+    yield node
+    node.kill()
+
+
 @pytest.fixture
 def node(start_node) -> NodeProcess:
     return start_node()

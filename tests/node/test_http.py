@@ -6,11 +6,9 @@ still answers /healthz. Configured nodes (--token, replace) are started per test
 """
 
 import asyncio
-import importlib.util
 import json
 import re
 import uuid
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -29,29 +27,13 @@ SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 MAX_BODY = 64 * 1024  # NodeConfig.max_body_bytes default
 NO_STUN = RTCConfiguration(iceServers=[])  # aiortc's default STUN server is not reachable here
 
-# NodeProcess of the root conftest, loaded under its own name (every test directory's
-# conftest is a module called "conftest"; importing it by that name is not reliable)
-_spec = importlib.util.spec_from_file_location(
-    "unbroken_tests_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-
-
-@pytest.fixture(scope="module")
-def shared():
-    """One default node for the module."""
-    node = _root.NodeProcess(port=_root.free_port()).start()
-    yield node
-    node.kill()
-
-
 @pytest.fixture
-async def srv(shared, http):
+async def srv(shared_node, http):
     """The shared node; after the test it must still be running and healthy."""
-    yield shared
-    assert shared.proc.poll() is None, shared.log()
-    async with http.get(f"{shared.url}/healthz", timeout=aiohttp.ClientTimeout(total=5)) as r:
-        assert r.status == 200, shared.log()
+    yield shared_node
+    assert shared_node.proc.poll() is None, shared_node.log()
+    async with http.get(f"{shared_node.url}/healthz", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        assert r.status == 200, shared_node.log()
         assert (await r.json())["status"] == "ok"
 
 
@@ -874,3 +856,27 @@ async def test_a_body_shorter_than_its_content_length_times_out_with_408():
             writer.close()
     finally:
         http_common.BODY_TIMEOUT = saved
+
+
+async def test_a_publisher_takes_over_from_its_own_previous_session(srv, http):
+    """?replaces=<its old session id> skips the conflict (default reject) at once."""
+    stream = name()
+    first = await WhipPublisher(srv.url, stream, tracks(), video_codec="vp8").start()
+    second = stranger = None
+    try:
+        await first.wait_connected(10)
+        with pytest.raises(WhipError) as busy:  # someone else: still refused
+            stranger = await WhipPublisher(srv.url, stream, tracks(), video_codec="vp8",
+                                           replaces="/whip/x/not-the-session").start()
+        assert busy.value.status == 409
+        second = await WhipPublisher(srv.url, stream, tracks(), video_codec="vp8",
+                                     replaces=first.location).start()
+        second_id = URL(second.location).path.rsplit("/", 1)[1]
+        info = await api(http, srv.url, f"/api/v1/streams/{stream}")
+        assert info["live"] and info["publisher"]["session"] == second_id
+        async with http.delete(first.location) as resp:
+            assert resp.status == 404  # the old session ended with the takeover
+    finally:
+        for publisher in (first, second, stranger):
+            if publisher:
+                await publisher.stop()

@@ -3,12 +3,10 @@ real aiortc peers with frames checked, a node killed with SIGKILL, and every kin
 input. Raw sockets (``Raw``) check the wire; ``SessionClient`` is the Python client."""
 
 import asyncio
-import importlib.util
 import json
 import signal
 import statistics
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,30 +20,16 @@ from unbroken.protocol import session as proto
 
 pytestmark = pytest.mark.timeout(60)
 
-# NodeProcess of the root conftest, loaded under its own name (see tests/node/test_http.py)
-_spec = importlib.util.spec_from_file_location(
-    "unbroken_tests_root_conftest_ws", Path(__file__).resolve().parents[1] / "conftest.py")
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-
-
-@pytest.fixture(scope="module")
-def shared():
-    node = _root.NodeProcess(port=_root.free_port()).start()
-    yield node
-    node.kill()
-
-
 @pytest.fixture
-async def srv(shared):
+async def srv(shared_node):
     """The shared node; afterwards it must still be healthy and hold no session sockets."""
-    yield shared
-    assert shared.proc.poll() is None, shared.log()
+    yield shared_node
+    assert shared_node.proc.poll() is None, shared_node.log()
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{shared.url}/healthz") as r:
+        async with http.get(f"{shared_node.url}/healthz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
         deadline = time.monotonic() + 3
-        while (channels := await api(shared.url, "/api/v1/channels"))["channels"]:
+        while (channels := await api(shared_node.url, "/api/v1/channels"))["channels"]:
             assert time.monotonic() < deadline, channels
             await asyncio.sleep(0.05)
 
@@ -279,8 +263,8 @@ async def start_proxy(target: str):
     app.router.add_route("*", "/{tail:.*}", http_proxy)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    port = _root.free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
 
     async def stop():
         await runner.cleanup()

@@ -442,7 +442,8 @@ class HlsAttempt(Attempt):
             on_end=lambda: self.report_fault("unpublished", self.last_media_at),
             on_error=lambda exc: self.report_fault("hls_error", self.last_media_at))
         await self.viewer.start()
-        self._tasks.append(asyncio.create_task(self._follow_frames()))
+        self._tasks.append(asyncio.create_task(
+            self.follow_frames(lambda: self.viewer.frames)))
         target = self.viewer.playlist.target_duration or 1.0
         silence_ms = max(options.media_silence_ms, 4000 * target)
         silence = StallWatchdog("media_silence",
@@ -450,15 +451,6 @@ class HlsAttempt(Attempt):
                                 silence_ms / 3000, 3, self.report_fault)
         silence.start()
         self._watchers.append(silence)
-
-    async def _follow_frames(self) -> None:
-        seen = 0
-        while True:
-            frames = self.viewer.frames
-            if frames > seen:
-                seen = frames
-                self.media_arrived()
-            await asyncio.sleep(0.005 if self.first_media_at is None else 0.05)
 
     async def close(self) -> None:
         for watcher in self._watchers:

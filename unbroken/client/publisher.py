@@ -18,9 +18,10 @@ from .whip import WhipPublisher
 class PublishAttempt(Attempt):
     media_proves_health = False  # bytes "sent" into a dead path still count up
 
-    def __init__(self, client: "Publisher", url: str) -> None:
+    def __init__(self, client: "Publisher", url: str, replaces: str | None = None) -> None:
         super().__init__(url)
         self.client = client
+        self.replaces = replaces
         self.codec = client.codec
         self.session: WhipPublisher | None = None
         self.signaling: Signaling | None = None
@@ -32,7 +33,8 @@ class PublishAttempt(Attempt):
         self.tracks = client.source()
         self.signaling = Signaling(client.signaling, self.url, client.stream, client.token,
                                    client.options, self._on_server_event, self.report_fault)
-        self.session = await self.signaling.publish(self.tracks, self.codec, self._on_state)
+        self.session = await self.signaling.publish(self.tracks, self.codec, self._on_state,
+                                                    self.replaces)
         self._watch_media()
 
     def _watch_media(self) -> None:
@@ -108,7 +110,11 @@ class Publisher(RestoringClient):
         self.codec = codec
 
     def _new_attempt(self, url: str) -> Attempt:
-        return PublishAttempt(self, url)
+        previous = self.attempt
+        replaces = None
+        if previous is not None and previous.url == url and previous.session is not None:
+            replaces = previous.session.location  # take over from our own old session
+        return PublishAttempt(self, url, replaces)
 
     def _after_fault(self, fault: Fault) -> bool:
         if fault.name == "bitrate_zero" and self.options.change_codec:

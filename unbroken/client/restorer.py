@@ -25,6 +25,9 @@ log = logging.getLogger("unbroken.client")
 # faults that mean "not on this node": the restore starts with the next URL. After any
 # other fault the same node comes first: a dead one refuses at once (or within the 0.5 s
 # connect timeout), a live one keeps a republishing publisher's viewers on their sessions.
+FIRST_MEDIA_POLL = 0.005  # s: how soon the first frame of an attempt is noticed
+MEDIA_POLL = 0.05
+
 ELSEWHERE_FAULTS = frozenset({"unpublished", "publisher_moved", "node_draining", "reconnect"})
 
 
@@ -75,6 +78,17 @@ class Attempt:
         if self.first_media_at is None:
             self.first_media_at = now
             self._media.set()
+
+    async def follow_frames(self, frames: Callable[[], int]) -> None:
+        """Marks media arrival while `frames()` grows (polled; the first one promptly)."""
+        seen = 0
+        while True:
+            count = frames()
+            if count > seen:
+                seen = count
+                self.media_arrived()
+            await asyncio.sleep(FIRST_MEDIA_POLL if self.first_media_at is None
+                                else MEDIA_POLL)
 
     async def wait_media(self, timeout: float) -> None:
         """Wait for the first media; a fault meanwhile raises ConnectionError."""

@@ -44,14 +44,17 @@ class Signaling:
     def _period(self) -> float:
         return self.options.ping_period_ms / 1000
 
-    async def publish(self, tracks, video_codec: str | None, on_state) -> WhipPublisher:
+    async def publish(self, tracks, video_codec: str | None, on_state,
+                      replaces: str | None = None) -> WhipPublisher:
+        """`replaces`: the Location of our previous session on this node (WHIP only)."""
         timeout = self.options.connect_timeout_s
         if self.kind == "session":
             await self._open_channel()
             return await self.channel.publish(self.stream, tracks, video_codec,
                                               on_state=on_state, http_timeout=timeout)
         session = WhipPublisher(self.url, self.stream, tracks=tracks, video_codec=video_codec,
-                                token=self.token, http_timeout=timeout, on_state=on_state)
+                                token=self.token, replaces=replaces, http_timeout=timeout,
+                                on_state=on_state)
         await session.start()
         self._watch_events(session.events_url)
         return session

@@ -24,7 +24,6 @@ from .watchdogs import StallWatchdog
 from .whep import WhepViewer
 
 FrameCallback = Callable[[av.VideoFrame, int | None], None]
-FIRST_MEDIA_POLL = 0.005
 WAIT_LIVE_MS = 1000  # the node holds a WHEP POST this long for a publisher that restores
 UPSTREAM_SILENCE_WINDOW = 2.5  # s of silence tolerated while the node is heard from
 MOVED_POLL_INTERVAL = 0.1
@@ -61,7 +60,8 @@ class PlayAttempt(Attempt):
         self.viewer = await self.signaling.play(
             viewer_class, decode=client.decode, on_frame=client.on_frame,
             on_state=self._on_state, wait_live_ms=WAIT_LIVE_MS)
-        self._tasks.append(asyncio.create_task(self._follow_frames()))
+        self._tasks.append(asyncio.create_task(
+            self.follow_frames(lambda: self.viewer.frames)))
         if options.media_silence_ms:
             self._watch_silence(options.media_silence_ms / 1000)
 
@@ -84,16 +84,6 @@ class PlayAttempt(Attempt):
             self._watch_silence(UPSTREAM_SILENCE_WINDOW)
             return
         self.report_fault(name, last_good_at)
-
-    async def _follow_frames(self) -> None:
-        """Marks media arrival from the viewer's frame count (first one promptly)."""
-        seen = 0
-        while True:
-            frames = self.viewer.frames
-            if frames > seen:
-                seen = frames
-                self.media_arrived()
-            await asyncio.sleep(FIRST_MEDIA_POLL if self.first_media_at is None else 0.05)
 
     def _on_state(self, state: str) -> None:
         if state in ("failed", "closed"):

@@ -209,10 +209,14 @@ class WhipPublisher(OfferAnswerSession):
     error_class = WhipError
 
     def __init__(self, url_base: str, stream: str, tracks: list[MediaStreamTrack],
-                 video_codec: str | None = "h264", token: str | None = None, **kwargs) -> None:
+                 video_codec: str | None = "h264", token: str | None = None,
+                 replaces: str | None = None, **kwargs) -> None:
         if video_codec is not None and video_codec not in VIDEO_CODECS:
             raise ValueError(f"video_codec must be one of {sorted(VIDEO_CODECS)} or None")
         super().__init__(url_base, stream, token, **kwargs)
+        if replaces:
+            # our previous session's Location: the node lets us take over from it at once
+            self.post_query = f"?replaces={quote(replaces.rstrip('/').rsplit('/', 1)[-1])}"
         self.tracks = list(tracks)
         self.video_codec = video_codec
 

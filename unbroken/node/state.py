@@ -94,9 +94,18 @@ class NodeState:
     def _new_id(self) -> str:
         return secrets.token_urlsafe(18)
 
-    async def publish(self, name: str, offer: str, remote_ice) -> Session:
+    async def publish(self, name: str, offer: str, remote_ice,
+                      replaces: str | None = None) -> Session:
+        """`replaces`: the id of this publisher's previous session on the stream (its
+        unguessable Location proves it): a restoring publisher takes over at once instead
+        of waiting for the old session's media timeout."""
         stream = self.stream(name)
-        if stream.live and self.config.on_publisher_conflict == "reject":
+
+        def refused() -> bool:
+            return (stream.live and self.config.on_publisher_conflict == "reject"
+                    and not (replaces and stream.source.id == replaces))
+
+        if refused():
             raise StreamBusy(name)
         peer = PublisherPeer(self._new_id(), stream)
         try:
@@ -107,7 +116,7 @@ class NodeState:
             raise
         previous = None
         if stream.live:
-            if self.config.on_publisher_conflict == "reject":
+            if refused():
                 await peer.close("stream busy")
                 raise StreamBusy(name)
             previous = self._session_of(stream.source.id)

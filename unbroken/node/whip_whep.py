@@ -85,7 +85,8 @@ def _created(session: Session, path_kind: str, extra: dict | None = None) -> web
 async def whip_post(request: web.Request) -> web.Response:
     state, name, offer = await _offer(request)
     try:
-        session = await state.publish(name, offer, offer_ice_credentials(offer))
+        session = await state.publish(name, offer, offer_ice_credentials(offer),
+                                      replaces=request.query.get("replaces"))
     except StreamBusy:
         raise HttpError(409, "stream_busy",
                         f"stream {name!r} already has a live publisher") from None
