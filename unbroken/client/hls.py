@@ -430,8 +430,6 @@ class HlsAttempt(Attempt):
         super().__init__(url)
         self.client = client
         self.viewer: HlsPlayer | None = None
-        self._watchers: list[StallWatchdog] = []
-        self._tasks: list[asyncio.Task] = []
 
     async def open(self) -> None:
         client, options = self.client, self.client.options
@@ -453,9 +451,6 @@ class HlsAttempt(Attempt):
         self._watchers.append(silence)
 
     async def close(self) -> None:
-        for watcher in self._watchers:
-            watcher.stop()
-        for task in self._tasks:
-            task.cancel()
+        self._stop_background()
         if self.viewer:
             await self.viewer.stop()

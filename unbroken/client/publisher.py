@@ -26,7 +26,6 @@ class PublishAttempt(Attempt):
         self.session: WhipPublisher | None = None
         self.signaling: Signaling | None = None
         self.tracks: list[MediaStreamTrack] = []
-        self._watchers: list = []
 
     async def open(self) -> None:
         client = self.client
@@ -64,7 +63,7 @@ class PublishAttempt(Attempt):
         watchdog.start()
         self._watchers.append(watchdog)
         # until the first sample, poll faster so the restore is seen promptly
-        self._first_media_poll = asyncio.create_task(self._poll_first_media(bytes_sent))
+        self._tasks.append(asyncio.create_task(self._poll_first_media(bytes_sent)))
 
     async def _poll_first_media(self, bytes_sent) -> None:
         while self.first_media_at is None:
@@ -80,11 +79,7 @@ class PublishAttempt(Attempt):
             self.report_fault("node_draining", time.monotonic())
 
     async def close(self) -> None:
-        for watcher in self._watchers:
-            watcher.stop()
-        poll = getattr(self, "_first_media_poll", None)
-        if poll:
-            poll.cancel()
+        self._stop_background()
         if self.session:
             await self.session.stop()
         if self.signaling:

@@ -53,6 +53,15 @@ class Attempt:
         self.last_media_at: float | None = None
         self._fault: asyncio.Future[Fault] = asyncio.get_running_loop().create_future()
         self._media = asyncio.Event()
+        self._watchers: list = []  # watchdogs with a stop() method
+        self._tasks: list[asyncio.Task] = []
+
+    def _stop_background(self) -> None:
+        """Stop the attempt's watchdogs and background tasks (first thing in close())."""
+        for watcher in self._watchers:
+            watcher.stop()
+        for task in self._tasks:
+            task.cancel()
 
     async def open(self) -> None:
         raise NotImplementedError

@@ -38,8 +38,6 @@ class PlayAttempt(Attempt):
         self.client = client
         self.viewer: WhepViewer | None = None
         self.signaling: Signaling | None = None
-        self._watchers: list = []
-        self._tasks: list[asyncio.Task] = []
         self._inactive_since: float | None = None
         self._silence_extended = False
 
@@ -141,10 +139,7 @@ class PlayAttempt(Attempt):
                 await asyncio.sleep(MOVED_POLL_INTERVAL)
 
     async def close(self) -> None:
-        for watcher in self._watchers:
-            watcher.stop()
-        for task in self._tasks:
-            task.cancel()
+        self._stop_background()
         if self.viewer:
             await self.viewer.stop()
         if self.signaling:
