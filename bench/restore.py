@@ -295,7 +295,8 @@ class Node:
 
         self.proc = await Proc(f"node-{self.port}", [
             sys.executable, "-m", "unbroken", "node", "--host", "0.0.0.0",
-            "--port", str(self.port), "--log-level", "warning"]).start()
+            "--port", str(self.port), "--log-level",
+            os.environ.get("BENCH_NODE_LOG_LEVEL", "warning")]).start()
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
             while True:
