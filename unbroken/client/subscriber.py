@@ -24,7 +24,7 @@ from .watchdogs import StallWatchdog
 from .whep import WhepViewer
 
 FrameCallback = Callable[[av.VideoFrame, int | None], None]
-WAIT_LIVE_MS = 1000  # the node holds a WHEP POST this long for a publisher that restores
+WAIT_LIVE_MS = 500  # the node holds a WHEP POST this long for a publisher that restores
 UPSTREAM_SILENCE_WINDOW = 2.5  # s of silence tolerated while the node is heard from
 MOVED_POLL_INTERVAL = 0.1
 NOT_LIVE = (404, 409)  # answers that say the stream is not there, not that the transport fails

@@ -64,8 +64,15 @@ class Stream:
         for kind, receiver in source.receivers.items():
             receiver.on_packet = self._forwarder(kind, source)
             receiver.on_codec_change = lambda codec: self._drop_mismatched_codecs()
+            receiver.on_discontinuity = lambda kind=kind: self._skip_hole(kind)
         self._emit("active")
         self._drop_mismatched_codecs()
+
+    def _skip_hole(self, kind: str) -> None:
+        """The source lost a long run of packets: subscribers continue from its next
+        keyframe (audio: next packet) with contiguous sequence numbers."""
+        for track in self._downtracks[kind]:
+            track.source_changed()
 
     def _drop_mismatched_codecs(self) -> None:
         """Stop feeding subscriber tracks negotiated for another codec than the source's;
@@ -85,6 +92,7 @@ class Stream:
             return
         for receiver in source.receivers.values():
             receiver.on_packet = None
+            receiver.on_discontinuity = None
         self.source = None
         for kind in KINDS:
             for track in self._downtracks[kind]:
