@@ -18,3 +18,9 @@ def test_losses_counted_and_filled_by_late_packets():
     assert s.lost == 2
     s.add(1, 3, 100, False, 0.0)
     assert s.lost == 1
+
+
+def test_add_tells_how_many_packets_are_missing_before_each():
+    s = IngestStats()
+    assert [s.add(1, seq, 100, False, 0.0) for seq in (1, 2, 6, 4, 7)] == [0, 0, 3, 0, 0]
+    assert s.add(2, 500, 100, False, 0.0) == 0  # a new source starts anywhere

@@ -10,7 +10,6 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from .keyframe import keyframe_detector
-from .munger import seq_delta
 from .packet import ForwardPacket
 from .stats import IngestStats
 
@@ -35,7 +34,6 @@ class TrackReceiver:
         self.on_codec_change: Callable[[RTCRtpCodecParameters], None] | None = None
         # called before a packet that follows a loss too long for NACK to repair
         self.on_discontinuity: Callable[[], None] | None = None
-        self._highest_seq: int | None = None
         self.stats = IngestStats()
         self.last_packet_at: float | None = None
         self.ssrc: int | None = None
@@ -63,27 +61,14 @@ class TrackReceiver:
             if self._deferred_request is not None:  # this keyframe serves that request
                 self._deferred_request.cancel()
                 self._deferred_request = None
-        gap = self._sequence_gap(packet.ssrc, packet.sequence_number)
         self.ssrc = packet.ssrc
         self.last_packet_at = now
-        self.stats.add(packet.ssrc, packet.sequence_number, len(packet.payload),
-                       packet.marker, now)
+        gap = self.stats.add(packet.ssrc, packet.sequence_number, len(packet.payload),
+                             packet.marker, now)
         if self.on_packet is not None:
             if gap > MAX_SEQUENCE_GAP and self.on_discontinuity is not None:
                 self.on_discontinuity()
             self.on_packet(ForwardPacket(packet, keyframe, now))
-
-    def _sequence_gap(self, ssrc: int, seq: int) -> int:
-        """How many packets are missing right before this one (0 if none or late)."""
-        highest = self._highest_seq
-        if ssrc != self.ssrc or highest is None:
-            self._highest_seq = seq
-            return 0
-        delta = seq_delta(seq, highest)
-        if delta <= 0:
-            return 0
-        self._highest_seq = seq
-        return delta - 1
 
     def handle_sender_report(self, packet) -> None:
         if isinstance(packet, RtcpSrPacket):

@@ -60,7 +60,9 @@ class IngestStats:
         self._packet_rate = RateWindow()
         self._frame_rate = RateWindow()
 
-    def add(self, ssrc: int, seq: int, size: int, marker: bool, now: float) -> None:
+    def add(self, ssrc: int, seq: int, size: int, marker: bool, now: float) -> int:
+        """Count a packet; returns how many packets are missing right before it (0 when
+        none, or for a late packet or a new source)."""
         self.packets += 1
         self.bytes += size
         self._packet_rate.add(size, now)
@@ -70,13 +72,15 @@ class IngestStats:
         if ssrc != self._ssrc or self._highest_seq is None:
             self._ssrc = ssrc
             self._highest_seq = seq
-            return
+            return 0
         delta = seq_delta(seq, self._highest_seq)
         if delta > 0:
             self.lost += delta - 1
             self._highest_seq = seq
-        elif delta < 0 and self.lost > 0:
+            return delta - 1
+        if delta < 0 and self.lost > 0:
             self.lost -= 1  # a late or retransmitted packet filled a gap
+        return 0
 
     def snapshot(self, now: float) -> dict:
         _, byte_rate = self._packet_rate.rates(now)
