@@ -1,7 +1,5 @@
 """Shared fixtures: real node processes on free ports, and the host's interface address."""
 
-import asyncio
-import os
 import signal
 import socket
 import subprocess

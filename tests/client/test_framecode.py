@@ -91,3 +91,14 @@ def test_implausible_patterns_read_as_none():
 def test_drawing_into_a_too_small_frame_fails():
     with pytest.raises(ValueError):
         draw_counter(np.zeros((360, 480), np.uint8), 1)
+
+
+def test_counters_advance():
+    from unbroken.client.framecode import counters_advance
+
+    assert counters_advance(list(range(65530, 65536)) + list(range(0, 6)))  # wraps
+    assert counters_advance([1, None, 2, 4, 5, 6, 7, 8, 9, 10, 11])  # a lost frame, unreadable
+    assert not counters_advance([1, 2, 3])  # too few
+    assert not counters_advance(list(range(10)) + [3])  # went backwards
+    assert not counters_advance(list(range(0, 60, 6)))  # skipped too much
+    assert not counters_advance(list(range(12)), minimum=20)

@@ -7,6 +7,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from unbroken.client.framecode import counters_advance
 from unbroken.client.events import ClientEvent
 from unbroken.client.hls import HlsPlayer
 from unbroken.client.options import RestoreOptions
@@ -87,11 +88,6 @@ async def publish(url, stream, codec="h264"):
                                video_codec=codec).start()
 
 
-def advancing(counters) -> bool:
-    values = [c for c in counters if c is not None]
-    steps = [(b - a) % 65536 for a, b in zip(values, values[1:])]
-    return len(values) >= 10 and all(0 < s <= 5 for s in steps)
-
 
 async def frames_advance(sub: Subscriber, n: int = 30, timeout: float = 10) -> None:
     viewer = sub.viewer
@@ -117,7 +113,7 @@ async def test_whep_refused_fails_over_to_hls_and_keeps_playing(node, gate, code
         assert [(e.state, e.reason) for e in switch] == [("hls", "whep failed 2 times")]
         assert sub.stats()["transport"] == "hls"
         await frames_advance(sub, 60, 15)
-        assert advancing(list(sub.viewer.counters)[-40:])
+        assert counters_advance(list(sub.viewer.counters)[-40:])
         assert sub.viewer.audio_frames > 50
         # the publisher restores: HLS playback goes on across the discontinuity
         await pub.stop()
@@ -148,7 +144,7 @@ async def test_moves_back_to_whep_when_webrtc_works_again(node, gate):
         await until(lambda: sub.transport == "whep", 10, "back on WHEP")
         assert isinstance(sub.viewer, WhepViewer)
         await frames_advance(sub, 20)
-        assert advancing(list(sub.viewer.counters)[-15:])
+        assert counters_advance(list(sub.viewer.counters)[-15:])
         assert [e.state for e in events if e.kind == "transport"] == ["hls", "whep"]
         # a transport change is not a failure: no restore was reported
         assert not [e for e in events if e.kind in ("restored", "gave_up")]

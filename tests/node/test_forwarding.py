@@ -6,20 +6,13 @@ import time
 import aiohttp
 import pytest
 
+from unbroken.client.framecode import counters_advance
 from unbroken.client.testsrc import TestPatternVideoTrack, ToneAudioTrack
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def advancing(counters) -> bool:
-    """Readable counters that go up (by small steps: a lost frame is allowed)."""
-    values = [c for c in counters if c is not None]
-    if len(values) < 10:
-        return False
-    steps = [(b - a) % 65536 for a, b in zip(values, values[1:])]
-    return all(0 < s <= 5 for s in steps)
 
 
 async def publish(url, stream, codec, audio=True, **track_args):
@@ -42,7 +35,7 @@ async def test_several_viewers_decode_correct_advancing_frames(node, codec):
     try:
         await asyncio.gather(*(v.wait_frames(45, 15) for v in viewers))
         for v in viewers:
-            assert advancing(v.counters), list(v.counters)[-20:]
+            assert counters_advance(v.counters), list(v.counters)[-20:]
             assert v.audio_frames > 20
             assert v.codec.lower() == f"video/{codec}"
         info = (await streams(node.url))["cam"]
@@ -69,7 +62,7 @@ async def test_late_joiner_gets_a_picture_at_once(node):
         # aiortc's encoder sends no periodic keyframes this soon: only a PLI explains it
         assert late.time_to_first_frame < 2.0, late.time_to_first_frame
         await late.wait_frames(20, 5)
-        assert advancing(late.counters)
+        assert counters_advance(late.counters)
         await late.stop()
         await first.stop()
     finally:
@@ -104,7 +97,7 @@ async def test_viewers_keep_their_session_across_a_publisher_restore(node):
         assert viewer.connection_state == "connected"
         # the new publisher's counters restart at 0: the picture is the new source's
         tail = [c for c in list(viewer.counters)[-20:] if c is not None]
-        assert advancing(tail) and min(tail) < 200
+        assert counters_advance(tail) and min(tail) < 200
         deadline = time.monotonic() + 5
         while events[-2:] != ["inactive", "active"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -194,7 +187,7 @@ async def test_nack_repairs_loss_on_the_way_to_a_viewer(node):
         video = next(s for s in sessions if s["kind"] == "play")["tracks"]["video"]
         assert len(dropped) >= 5
         assert video["nacks"] >= len(dropped) // 2 and video["retransmits"] > 0, video
-        assert advancing(viewer.counters)
+        assert counters_advance(viewer.counters)
     finally:
         await viewer.stop()
         await pub.stop()

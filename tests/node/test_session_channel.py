@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
+from unbroken.client.framecode import counters_advance
 from unbroken.client.session import SessionClient, SessionError, StreamFailed
 from unbroken.client.testsrc import TestPatternVideoTrack, ToneAudioTrack
 from unbroken.client.whip import video_codec_preferences
@@ -44,13 +45,6 @@ async def api(url: str, path: str):
 async def media_sessions(url: str) -> set[str]:
     return {s["id"] for s in (await api(url, "/api/v1/sessions"))["sessions"]}
 
-
-def advancing(counters) -> bool:
-    values = [c for c in counters if c is not None]
-    if len(values) < 10:
-        return False
-    steps = [(b - a) % 65536 for a, b in zip(values, values[1:])]
-    return all(0 < s <= 5 for s in steps)
 
 
 async def offer_sdp(codec: str = "vp8", direction: str = "sendonly", kinds=("video",),
@@ -308,7 +302,7 @@ async def test_publish_and_play_over_the_session_through_a_reverse_proxy(srv):
         viewers = {codec: await playing.play(f"px-{codec}") for codec in sources}
         await asyncio.gather(*(v.wait_frames(40, 15) for v in viewers.values()))
         for codec, viewer in viewers.items():
-            assert advancing(viewer.counters), list(viewer.counters)[-20:]
+            assert counters_advance(viewer.counters), list(viewer.counters)[-20:]
             assert viewer.codec.lower() == f"video/{codec}"
             assert viewer.audio_frames > 10 or codec == "h264"
             assert viewer.state == "PLAYING" and viewer.active is True
@@ -389,7 +383,7 @@ async def test_states_and_events_in_order(start_node):
         await viewer.wait_event("active", 3, since=5)
         frames = viewer.frames
         await viewer.wait_frames(frames + 15, 5)
-        assert advancing(list(viewer.counters)[-12:])
+        assert counters_advance(list(viewer.counters)[-12:])
         await viewer.stop()
         assert viewer.states[-1]["state"] == "STOPPED"
         await asyncio.wait_for(reader, 5)

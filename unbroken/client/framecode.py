@@ -128,3 +128,11 @@ def _check_size(height: int, width: int) -> None:
     if width < WIDTH or height < HEIGHT:
         raise ValueError(f"frame {width}x{height} too small for the counter "
                          f"(needs at least {WIDTH}x{HEIGHT})")
+
+
+def counters_advance(counters, minimum: int = 10, max_step: int = 5) -> bool:
+    """True when at least `minimum` readable counters go up by 1..`max_step` each
+    (a lost frame is allowed; unreadable ones are skipped): the picture is right and live."""
+    values = [c for c in counters if c is not None]
+    steps = [(b - a) % MODULUS for a, b in zip(values, values[1:])]
+    return len(values) >= minimum and all(0 < s <= max_step for s in steps)
