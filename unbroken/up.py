@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 
 from unbroken.client.publisher import Publisher
 from unbroken.node.config import NodeConfig
 from unbroken.node.server import serve
-
-log = logging.getLogger("unbroken.up")
 
 
 async def up(config: NodeConfig, stream: str, codec: str) -> None:

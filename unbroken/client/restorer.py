@@ -37,7 +37,6 @@ class Fault:
     last_good_at: float  # monotonic: the last moment the attempt was known healthy
     detected_at: float
     last_media_at: float | None = None
-    restorable: bool = True
     prefer_url: str | None = None  # where to try first (e.g. where the stream is live now)
 
 
@@ -51,6 +50,7 @@ class Attempt:
         self.url = url
         self.first_media_at: float | None = None
         self.last_media_at: float | None = None
+        self.tries = 0  # retry rounds it took to get this attempt going
         self._fault: asyncio.Future[Fault] = asyncio.get_running_loop().create_future()
         self._media = asyncio.Event()
         self._watchers: list = []  # watchdogs with a stop() method
@@ -70,7 +70,7 @@ class Attempt:
         raise NotImplementedError
 
     def report_fault(self, name: str, last_good_at: float | None = None,
-                     restorable: bool = True, prefer_url: str | None = None) -> None:
+                     prefer_url: str | None = None) -> None:
         if self._fault.done():
             return
         now = time.monotonic()
@@ -79,7 +79,7 @@ class Attempt:
             # media seen later than the given evidence narrows when the fault happened
             last_good = max(last_good, self.last_media_at)
         self._fault.set_result(Fault(name, min(last_good, now), now, self.last_media_at,
-                                     restorable, prefer_url))
+                                     prefer_url))
 
     def media_arrived(self) -> None:
         now = time.monotonic()
@@ -241,7 +241,7 @@ class RestoringClient:
             self.state = FAILED
             self._emit(ClientEvent("stream", FAILED, reason=fault.name, url=attempt.url))
             self._close_in_background(attempt)
-            if not (self.options.restore and fault.restorable and self._after_fault(fault)):
+            if not (self.options.restore and self._after_fault(fault)):
                 self._emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
                 self._emit(ClientEvent("gave_up", FAILED, reason=fault.name, url=attempt.url))
                 self.done.set()
@@ -267,7 +267,7 @@ class RestoringClient:
                 restore_ms=round((new.first_media_at - fault.detected_at) * 1000, 1),
                 gap_ms=round((new.first_media_at - (fault.last_media_at or fault.last_good_at))
                              * 1000, 1),
-                tries=self._last_tries, url=new.url, **self._report_extra())
+                tries=new.tries, url=new.url, **self._report_extra())
             self.restores.append(report)
             self.state = self.live_state
             self._emit(ClientEvent("restored", self.live_state, reason=fault.name,
@@ -304,8 +304,6 @@ class RestoringClient:
                 index += 1
                 continue
             self._url_index = index % n
-            self._last_tries = schedule.tries
+            attempt.tries = schedule.tries
             return attempt
         return None
-
-    _last_tries = 0

@@ -119,7 +119,7 @@ class NodeState:
             if refused():
                 await peer.close("stream busy")
                 raise StreamBusy(name)
-            previous = self._session_of(stream.source.id)
+            previous = self.sessions.get(stream.source.id)
         session = self._register(Session(peer.id, "publish", stream, peer, remote_ice, answer))
         # attach before the previous publisher closes: the stream is never left empty
         stream.attach(peer.source)
@@ -196,9 +196,6 @@ class NodeState:
         session.state = state
         session.events.push("stream_state",
                             proto.state_data(session.stream.name, state, code, reason))
-
-    def _session_of(self, peer_id: str) -> Session | None:
-        return self.sessions.get(peer_id)
 
     async def end(self, session: Session, reason: str) -> None:
         await session.peer.close(reason)
