@@ -1,6 +1,7 @@
 """The SDK's Publisher and Subscriber restore by themselves after real faults."""
 
 import asyncio
+import signal
 
 import aiohttp
 import pytest
@@ -237,3 +238,42 @@ async def test_recording_keeps_the_encoded_stream_across_a_restore(start_node, t
     # frames of both sessions, in order: counters restart once (the new publish)
     restarts = sum(1 for x, y in zip(readable, readable[1:]) if y < x)
     assert restarts == 1, readable
+
+
+async def test_node_drained_both_move_to_the_other_node(start_node):
+    a, b = start_node("--drain-timeout", "3"), start_node()
+    urls = [a.url, b.url]
+    pub_events, sub_events = Recorder(), Recorder()
+    pub = await Publisher(urls, "drain", codec="vp8", on_event=pub_events).start()
+    sub = await Subscriber(urls, "drain", on_event=sub_events).start()
+    try:
+        await frames_advance(sub)
+        a.proc.send_signal(signal.SIGTERM)  # scale-in: the node drains
+        for who, events in (("publisher", pub_events), ("subscriber", sub_events)):
+            restored = await events.wait("restored", timeout=10)
+            print_report(who, restored)
+            assert restored.url == b.url
+        assert pub_events.restored()[0].report.fault == "node_draining"
+        await frames_advance(sub)
+    finally:
+        await sub.stop()
+        await pub.stop()
+
+
+async def test_subscriber_follows_a_publisher_that_moved_to_another_node(start_node):
+    a, b = start_node(), start_node()
+    sub_events = Recorder()
+    first = await Publisher(a.url, "moved", codec="vp8").start()
+    sub = await Subscriber([a.url, b.url], "moved", on_event=sub_events).start()
+    second = None
+    try:
+        await frames_advance(sub)
+        await first.stop()
+        second = await Publisher(b.url, "moved", codec="vp8").start()
+        restored = await sub_events.wait("restored", timeout=10)
+        assert restored.report.fault == "publisher_moved" and restored.url == b.url
+        await frames_advance(sub)
+    finally:
+        await sub.stop()
+        if second:
+            await second.stop()

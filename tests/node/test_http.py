@@ -880,3 +880,27 @@ async def test_a_publisher_takes_over_from_its_own_previous_session(srv, http):
         for publisher in (first, second, stranger):
             if publisher:
                 await publisher.stop()
+
+
+async def test_whep_can_wait_for_a_publisher_that_is_on_its_way(srv, http):
+    """?wait_live_ms holds the POST until the stream is live (bounded), else 409 as usual."""
+    stream = name()
+    viewer = WhepViewer(srv.url, stream, decode=False, wait_live_ms=3000)
+    joining = asyncio.create_task(viewer.start())
+    await asyncio.sleep(0.5)
+    assert not joining.done()
+    publisher = await WhipPublisher(srv.url, stream, tracks(), video_codec="vp8").start()
+    try:
+        await asyncio.wait_for(joining, 10)
+        await viewer.wait_frames(5, 10)
+        with pytest.raises(WhepError) as late:  # nobody comes: 409 after the wait
+            await WhepViewer(srv.url, name(), decode=False, wait_live_ms=200).start()
+        assert late.value.status == 409
+        for bad in ("abc", "99999", "-1"):
+            async with http.post(f"{srv.url}/whep/{stream}?wait_live_ms={bad}",
+                                 data=await offer("recvonly"),
+                                 headers={"Content-Type": "application/sdp"}) as resp:
+                assert resp.status == 400
+    finally:
+        await viewer.stop()
+        await publisher.stop()
