@@ -34,3 +34,18 @@ def test_short_losses_reordering_wraps_and_new_sources_are_not():
     feed(r, range(5000, 5005), ssrc=2)  # a new source starts anywhere
     feed(r, [5005 + MAX_SEQUENCE_GAP])  # exactly MAX_SEQUENCE_GAP missing: NACK's job
     assert holes == []
+
+
+def test_an_h264_keyframe_starts_once_though_several_packets_look_like_a_start():
+    h264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+    packets = []
+    r = TrackReceiver("video", {102: h264}, h264, lambda ssrc: None)
+    r.on_packet = packets.append
+    stap_sps_pps = bytes([0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
+    fu_idr_start, fu_idr_end = bytes([0x7C, 0x85, 0x00]), bytes([0x7C, 0x45, 0x00])
+    for seq, (ts, payload) in enumerate([(3000, stap_sps_pps), (3000, fu_idr_start),
+                                         (3000, fu_idr_end), (6000, fu_idr_start)]):
+        r.handle_rtp(RtpPacket(payload_type=102, sequence_number=seq, timestamp=ts, ssrc=9,
+                               payload=payload))
+    assert [p.keyframe_start for p in packets] == [True, False, False, True]
+    assert r.keyframes == 2

@@ -78,10 +78,7 @@ class DownTrack:
         """Before the connection is up, keep the video from its latest keyframe on."""
         if self.kind != "video":
             return
-        held = self._held
-        # an H264 keyframe opens with several such packets (SPS/PPS, then the IDR): a
-        # new keyframe is one with another timestamp
-        if fp.keyframe_start and (held is None or held[0].timestamp != fp.timestamp):
+        if fp.keyframe_start:
             self._held = [fp]
         elif self._held is not None:
             if len(self._held) < MAX_HELD_PACKETS:

@@ -38,6 +38,7 @@ class TrackReceiver:
         self.last_packet_at: float | None = None
         self.ssrc: int | None = None
         self.keyframes = 0
+        self._keyframe_timestamp: int | None = None
         self.keyframe_requests = 0
         self._last_keyframe_request = 0.0
         self._deferred_request: asyncio.TimerHandle | None = None
@@ -56,6 +57,13 @@ class TrackReceiver:
                 self.on_codec_change(codec)
         detector = self._is_keyframe_start
         keyframe = detector(packet.payload) if detector is not None else True
+        if detector is not None and keyframe:
+            # an H264 keyframe may open with several such packets (SPS/PPS, then the
+            # IDR's start): only the first of its frame starts it
+            if packet.timestamp == self._keyframe_timestamp and packet.ssrc == self.ssrc:
+                keyframe = False
+            else:
+                self._keyframe_timestamp = packet.timestamp
         if detector is not None and keyframe:
             self.keyframes += 1
             if self._deferred_request is not None:  # this keyframe serves that request
