@@ -1,5 +1,6 @@
 """Shared fixtures: real node processes on free ports, and the host's interface address."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -9,6 +10,20 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+
+
+def missing(reason: str):
+    """A tool or privilege a test needs is not there: a failure under CI (the set-up,
+    scripts/install-system.sh, must have provided it), a skip on a developer's machine."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (scripts/install-system.sh installs it)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(name="missing")
+def missing_fixture():
+    """The `missing(reason)` function, for tests and fixtures outside this file."""
+    return missing
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ modules with `pytestmark = pytest.mark.asyncio(loop_scope="session")`.
 import asyncio
 import os
 
-import pytest
 import pytest_asyncio
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,10 +41,11 @@ JS_STOP_ALL = """async () => {
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser():
+async def browser(missing):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (run .ci/install-browser as root)")
-    async_api = pytest.importorskip("playwright.async_api")
+        missing(f"{CHROMIUM} is missing")
+    from playwright import async_api
+
     async with async_api.async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                      headless=True, timeout=30_000)

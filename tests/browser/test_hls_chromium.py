@@ -1,12 +1,11 @@
 """Chromium plays the node's HLS with hls.js (from npm), from another origin (CORS).
 
-hls.js is installed once with npm into a cache directory (HLSJS_CACHE, default
-~/.cache/unbroken-tests/hlsjs); without npm the tests are skipped.
+hls.js comes from npm at the version package.json pins (scripts/install-system.sh puts it
+into the project's node_modules).
 """
 
 import asyncio
 import itertools
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,9 +18,8 @@ import unbroken.web
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
-HLSJS_VERSION = "1.7.4"
-CACHE = Path(os.environ.get("HLSJS_CACHE",
-                            Path.home() / ".cache" / "unbroken-tests" / "hlsjs"))
+# package.json pins it; scripts/install-system.sh installs it into the project's node_modules
+PROJECT = Path(__file__).resolve().parents[2]
 WEB_DIR = Path(unbroken.web.__file__).parent
 _names = itertools.count()
 
@@ -57,17 +55,16 @@ JS_SAMPLE = """async (ms) => {
 }"""
 
 
-def hlsjs_dist() -> Path:
-    """hls.min.js from npm (installed into the cache on first use)."""
-    dist = CACHE / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+def hlsjs_dist(missing) -> Path:
+    """hls.min.js from npm (package.json; installed here when the set-up has not)."""
+    dist = PROJECT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
     if dist.exists():
         return dist
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("npm is not available to install hls.js")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund",
-                             "--loglevel=error", f"hls.js@{HLSJS_VERSION}"],
+        missing("npm is not available to install hls.js")
+    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-package-lock",
+                             "--loglevel=error"], cwd=PROJECT,
                             capture_output=True, text=True, timeout=180)
     if result.returncode != 0 or not dist.exists():
         pytest.fail(f"npm install hls.js failed: {result.stderr[-2000:]}")
@@ -75,9 +72,9 @@ def hlsjs_dist() -> Path:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def hls_site():
+async def hls_site(missing):
     """A page with hls.js and the frame-counter reader, on its own origin."""
-    dist = hlsjs_dist()
+    dist = hlsjs_dist(missing)
 
     async def index(_request):
         return web.Response(text=PAGE, content_type="text/html")

@@ -41,11 +41,11 @@ DETECT_LIMIT = 1.3  # s from the path going silent to FAILED ("about a second")
 
 
 @pytest.fixture
-def netns():
+def netns(missing):
     """Factory of namespaces, every one removed at teardown (also when the test failed)."""
     reason = nh.unavailable()
     if reason:
-        pytest.skip(f"network namespaces unavailable: {reason}")
+        missing(f"network namespaces unavailable: {reason}")
     made: list[nh.Netns] = []
 
     def make(tag: str = "t") -> nh.Netns:

@@ -5,6 +5,7 @@ transcoding that stops when nobody watches."""
 import asyncio
 import io
 import json
+import shutil
 import subprocess
 import time
 
@@ -54,6 +55,7 @@ async def playlist_with(http, url, predicate, timeout=10.0):
 
 
 def ffprobe(data: bytes) -> dict:
+    assert shutil.which("ffprobe"), "no ffprobe: scripts/install-system.sh installs Debian's ffmpeg"
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format",
          "-of", "json", "-i", "pipe:0"], input=data, capture_output=True, timeout=30)

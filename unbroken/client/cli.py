@@ -1,7 +1,8 @@
 """`unbroken publish` and `unbroken play`: SDK clients on the command line.
 
 A live one-line status on a terminal; with --json one JSON object per line for
-every state change and every restore report (with a `t` timestamp)."""
+every state change and every restore report (with a `t` timestamp), and every second a
+`{"kind": "stats", ...}` line with the client's figures (frames, packets, fps, ...)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import asyncio
 import json
 import signal
 import sys
+import time
 
 from .events import ClientEvent
 from .options import RestoreOptions
 
 STATUS_INTERVAL = 0.5
+JSON_STATS_INTERVAL = 1.0
 
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -129,15 +132,32 @@ async def run(args) -> int:
         await client.start()
     except ConnectionError:
         return 1
-    status = asyncio.create_task(_status_line(client)) if tty else None
+    if tty:
+        status = asyncio.create_task(_status_line(client))
+    elif args.json:
+        status = asyncio.create_task(_json_stats(client))
+    else:
+        status = None
     waiter = asyncio.create_task(client.done.wait())
     await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
                        return_when=asyncio.FIRST_COMPLETED)
     gave_up = client.done.is_set()
     if status:
         status.cancel()
+    if args.json:
+        _print_stats(client)
     await client.stop()  # a manual stop: never restores
     return 1 if gave_up else 0
+
+
+def _print_stats(client) -> None:
+    print(json.dumps({"kind": "stats", **client.stats(), "t": time.time()}), flush=True)
+
+
+async def _json_stats(client) -> None:
+    while True:
+        await asyncio.sleep(JSON_STATS_INTERVAL)
+        _print_stats(client)
 
 
 async def _status_line(client) -> None:
