@@ -20,7 +20,7 @@ def missing(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(name="missing")
+@pytest.fixture(name="missing", scope="session")
 def missing_fixture():
     """The `missing(reason)` function, for tests and fixtures outside this file."""
     return missing
