@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_SDP_BYTES = 64 * 1024
 SDP_CONTENT_TYPE = "application/sdp"
 TRICKLE_CONTENT_TYPE = "application/trickle-ice-sdpfrag"
 
