@@ -3,19 +3,25 @@ channel, and later the relay and the manager's proxied requests)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from unbroken.media.peer import NegotiationError
 from unbroken.protocol.refusals import Refusal, Refused
-from unbroken.protocol.sdp import SdpError, check_offer, offer_ice_credentials
+from unbroken.protocol.sdp import (
+    SdpError,
+    check_offer,
+    offer_ice_credentials,
+    section_without_codec,
+)
 from unbroken.protocol.session import check_stream_name
 from unbroken.protocol.states import Kind
 
 from .media_session import MediaSession
 from .state import NodeState, NotLive, StreamBusy
 
-log = logging.getLogger("unbroken.node")
+
+# what the data plane forwards (names as in a=rtpmap, lower case)
+USABLE_CODECS = {"video": frozenset({"vp8", "h264"}), "audio": frozenset({"opus"})}
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,11 @@ class Admission:
         state, name = self.state, request.stream
         try:
             check_offer(request.sdp)
+            kind = section_without_codec(request.sdp, USABLE_CODECS)
+            if kind is not None:
+                raise Refused(Refusal.UNSUPPORTED_CODEC,
+                              f"the offer's {kind} section has no codec this node can use "
+                              f"(video: VP8, H264; audio: Opus)")
             ice = offer_ice_credentials(request.sdp)
             if request.kind == Kind.PUBLISH:
                 return await state.publish(name, request.sdp, ice, replaces=request.replaces)
