@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TRY_ELSEWHERE", "Fault"]
+from .refusals import Refusal
+
+__all__ = ["TRY_ELSEWHERE", "Fault", "reconnect_fault"]
 
 
 class Fault(StrEnum):
@@ -31,3 +33,8 @@ class Fault(StrEnum):
 # faults after which the next attempt should not insist on the same node
 TRY_ELSEWHERE = frozenset({Fault.UNPUBLISHED, Fault.PUBLISHER_MOVED, Fault.NODE_DRAINING,
                            Fault.RECONNECT})
+
+
+def reconnect_fault(data: dict) -> Fault:
+    """The fault a ``reconnect`` event (or ``node_draining`` message) means, by its code."""
+    return Fault.NODE_DRAINING if data.get("code") == Refusal.DRAINING else Fault.RECONNECT
