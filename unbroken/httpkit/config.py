@@ -41,6 +41,7 @@ def load_settings(cls: type[T], table: str, path: str | None = None, **overrides
 def check_types(settings) -> None:
     for f in fields(settings):
         value = getattr(settings, f.name)
-        kind = _TYPES[f.type]
+        name = f.type if isinstance(f.type, str) else f.type.__name__
+        kind = _TYPES[name]
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise ValueError(f"{f.name} must be of type {f.type}, not {value!r}")
+            raise ValueError(f"{f.name} must be of type {name}, not {value!r}")
