@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     client_cli.add_publish_parser(sub)
     client_cli.add_play_parser(sub)
     args = parser.parse_args(argv)
-    from unbroken.node.logs import setup_logging
+    from unbroken.httpkit.logs import setup_logging
 
     if args.command in ("publish", "play"):
         import asyncio

@@ -840,7 +840,7 @@ async def test_a_body_shorter_than_its_content_length_times_out_with_408():
     """A client announcing more than it sends does not hold the request forever."""
     from aiohttp.test_utils import TestServer
 
-    from unbroken.node import http_common
+    from unbroken.httpkit import body as http_common
     from unbroken.node.app import create_app
     from unbroken.node.config import NodeConfig
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unbroken.node.events import final_state
+from unbroken.protocol.endings import Ending
 from unbroken.protocol import session as proto
 from unbroken.protocol.session import ProtocolError, parse_client_message, parse_server_message
 
@@ -169,20 +169,19 @@ def test_close_codes():
     assert len(proto.close_reason("é" * 100).encode()) <= 123
 
 
-@pytest.mark.parametrize("kind, reason, state, code", [
-    ("publish", "deleted by client", "UNPUBLISHED", "stopped"),
-    ("play", "deleted by client", "STOPPED", "stopped"),
-    ("publish", "stopped by client", "UNPUBLISHED", "stopped"),
-    ("play", "session closed", "STOPPED", "session_closed"),
-    ("publish", "replaced by a new publisher", "UNPUBLISHED", "replaced"),
-    ("publish", "media timeout", "FAILED", "media_timeout"),
-    ("publish", "no media before connect timeout", "FAILED", "connect_timeout"),
-    ("play", "not connected before connect timeout", "FAILED", "connect_timeout"),
-    ("play", "codec changed", "FAILED", "codec_changed"),
-    ("play", "connection failed", "FAILED", "connection_failed"),
-    ("publish", "node shutting down", "FAILED", "node_shutdown"),
-    ("play", "session lost: ping_timeout", "FAILED", "session_lost"),
-    ("play", "something else", "FAILED", "closed"),
+@pytest.mark.parametrize("kind, ending, state, code", [
+    ("publish", Ending.STOPPED, "UNPUBLISHED", "stopped"),
+    ("play", Ending.STOPPED, "STOPPED", "stopped"),
+    ("play", Ending.SESSION_CLOSED, "STOPPED", "session_closed"),
+    ("publish", Ending.REPLACED, "UNPUBLISHED", "replaced"),
+    ("play", Ending.PEER_CLOSED, "STOPPED", "peer_closed"),
+    ("publish", Ending.MEDIA_TIMEOUT, "FAILED", "media_timeout"),
+    ("publish", Ending.CONNECT_TIMEOUT, "FAILED", "connect_timeout"),
+    ("play", Ending.CODEC_CHANGED, "FAILED", "codec_changed"),
+    ("play", Ending.CONNECTION_FAILED, "FAILED", "connection_failed"),
+    ("publish", Ending.NODE_SHUTDOWN, "FAILED", "node_shutdown"),
+    ("play", Ending.SESSION_LOST, "FAILED", "session_lost"),
+    ("play", Ending.CLOSED, "FAILED", "closed"),
 ])
-def test_final_states_of_media_sessions(kind, reason, state, code):
-    assert final_state(kind, reason) == (state, code)
+def test_final_states_of_media_sessions(kind, ending, state, code):
+    assert (ending.final_state(kind), ending) == (state, code)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-# session states (seed 004)
-ESTABLISHED = "ESTABLISHED"
-DISCONNECTED = "DISCONNECTED"  # closed on purpose
-FAILED = "FAILED"
-# stream states (seed 004)
-PUBLISHING = "PUBLISHING"
-UNPUBLISHED = "UNPUBLISHED"
-PLAYING = "PLAYING"
-STOPPED = "STOPPED"
+from unbroken.protocol.states import SessionState, StreamState
+
+# session and stream states (seed 004), as the protocol defines them
+ESTABLISHED, DISCONNECTED, FAILED = SessionState
+PUBLISHING, UNPUBLISHED, PLAYING, STOPPED = (StreamState.PUBLISHING, StreamState.UNPUBLISHED,
+                                             StreamState.PLAYING, StreamState.STOPPED)
 
 
 @dataclass

@@ -7,6 +7,8 @@ import time
 
 from aiortc import MediaStreamTrack
 
+from unbroken.protocol.faults import Fault as FaultName
+
 from .events import PUBLISHING, UNPUBLISHED
 from .restorer import Attempt, Fault, RestoringClient
 from .sources import TrackFactory, testsrc
@@ -58,7 +60,7 @@ class PublishAttempt(Attempt):
 
         interval = options.bitrate_check_interval_ms / 1000
         tries = options.bitrate_max_tries if options.bitrate_check else 10 ** 9
-        watchdog = StallWatchdog("bitrate_zero", bytes_sent, interval, tries,
+        watchdog = StallWatchdog(FaultName.BITRATE_ZERO, bytes_sent, interval, tries,
                                  self.report_fault)
         watchdog.start()
         self._watchers.append(watchdog)
@@ -74,9 +76,9 @@ class PublishAttempt(Attempt):
         if state in ("failed", "closed"):
             self.report_fault(f"connection_{state}", self.last_media_at)
 
-    def _on_server_event(self, event: str, data: str) -> None:
+    def _on_server_event(self, event: str, data: dict) -> None:
         if event == "reconnect":
-            self.report_fault("node_draining", time.monotonic())
+            self.report_fault(FaultName.NODE_DRAINING, time.monotonic())
 
     async def close(self) -> None:
         self._stop_background()
@@ -112,7 +114,7 @@ class Publisher(RestoringClient):
         return PublishAttempt(self, url, replaces)
 
     def _after_fault(self, fault: Fault) -> bool:
-        if fault.name == "bitrate_zero" and self.options.change_codec:
+        if fault.name == FaultName.BITRATE_ZERO and self.options.change_codec:
             if self.codec == "vp8":
                 return False  # VP8 stalled too: give up and report (seed 004)
             self.codec = "vp8"

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from unbroken.protocol.faults import TRY_ELSEWHERE, Fault as FaultName
+
 from .events import DISCONNECTED, ESTABLISHED, FAILED, ClientEvent, RestoreReport
 from .network import NetworkWatcher
 from .options import RestoreOptions
@@ -28,7 +30,6 @@ log = logging.getLogger("unbroken.client")
 FIRST_MEDIA_POLL = 0.005  # s: how soon the first frame of an attempt is noticed
 MEDIA_POLL = 0.05
 
-ELSEWHERE_FAULTS = frozenset({"unpublished", "publisher_moved", "node_draining", "reconnect"})
 
 
 @dataclass
@@ -115,10 +116,6 @@ class Attempt:
 
     async def wait_fault(self) -> Fault:
         return await asyncio.shield(self._fault)
-
-
-class AttemptRefused(Exception):
-    """The node answered but cannot take the session now (e.g. 409 not live)."""
 
 
 class RestoringClient:
@@ -230,7 +227,7 @@ class RestoringClient:
 
     def _network_changed(self, unchanged_at: float) -> None:
         if self.attempt is not None:
-            self.attempt.report_fault("network_change", unchanged_at)
+            self.attempt.report_fault(FaultName.NETWORK_CHANGE, unchanged_at)
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -250,7 +247,7 @@ class RestoringClient:
             first = self._url_index
             if fault.prefer_url in self.urls:
                 first = self.urls.index(fault.prefer_url)
-            elif fault.name in ELSEWHERE_FAULTS:
+            elif fault.name in TRY_ELSEWHERE:
                 first = (first + 1) % len(self.urls)
             new = await self._connect(first, fault)
             if new is None:

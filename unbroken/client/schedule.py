@@ -28,5 +28,3 @@ class RetrySchedule:
             base *= 1 + self._rng.uniform(-o.jitter, o.jitter)
         return base / 1000
 
-    def reset(self) -> None:
-        self.tries = 0

@@ -38,6 +38,7 @@ import aiohttp
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
 from unbroken.protocol import session as proto
+from unbroken.protocol.states import Kind
 
 logger = logging.getLogger(__name__)
 
@@ -309,10 +310,6 @@ class SessionClient:
             raise ConnectionError("session socket is closed")
         await self._ws.send_str(proto.encode(message))
 
-    async def send_raw(self, message: dict | str) -> None:
-        """Send a message as is (tests, extensions)."""
-        await self._ws.send_str(message if isinstance(message, str) else proto.encode(message))
-
     def new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids)}"
 
@@ -330,8 +327,13 @@ class SessionClient:
         if self.state != proto.ESTABLISHED:
             raise StreamFailed(proto.SESSION_LOST, f"session is {self.state}")
         self.streams[stream.id] = stream
-        builder = proto.publish if stream.kind == "publish" else proto.play
-        await self._send(builder(stream.id, stream.stream, offer_sdp))
+        if stream.kind == Kind.PUBLISH:
+            message = proto.publish(stream.id, stream.stream, offer_sdp,
+                                    replaces=stream.replaces)
+        else:
+            message = proto.play(stream.id, stream.stream, offer_sdp,
+                                 wait_live_ms=stream.wait_live_ms)
+        await self._send(message)
         await stream._answered.wait()
         if stream.refused is not None:
             self.streams.pop(stream.id, None)
@@ -447,7 +449,7 @@ class SessionStream:
 class SessionPublisher(SessionStream, WhipPublisher):
     """Publishes tracks over the session (same tracks and codec handling as WHIP)."""
 
-    kind = "publish"
+    kind = Kind.PUBLISH
 
     def __init__(self, client: SessionClient, stream: str, tracks, video_codec="vp8",
                  **kwargs) -> None:
@@ -459,7 +461,7 @@ class SessionPublisher(SessionStream, WhipPublisher):
 class SessionViewer(SessionStream, WhepViewer):
     """Plays a stream over the session; counts and decodes frames like ``WhepViewer``."""
 
-    kind = "play"
+    kind = Kind.PLAY
 
     def __init__(self, client: SessionClient, stream: str, **kwargs) -> None:
         WhepViewer.__init__(self, client.url_base, stream, http=client._http, **kwargs)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from unbroken.protocol.faults import Fault
+from unbroken.protocol.states import SessionState, StreamState
+
 from .options import RestoreOptions
 from .session import SessionClient
 from .watchdogs import EventStreamWatch
@@ -26,7 +29,7 @@ SIGNALING = ("http", "session")
 
 class Signaling:
     def __init__(self, kind: str, url: str, stream: str, token: str | None,
-                 options: RestoreOptions, on_event: Callable[[str, str], None],
+                 options: RestoreOptions, on_event: Callable[[str, dict], None],
                  on_fault: Callable[[str, float | None], None]) -> None:
         if kind not in SIGNALING:
             raise ValueError(f"signaling must be one of {SIGNALING}")
@@ -46,12 +49,13 @@ class Signaling:
 
     async def publish(self, tracks, video_codec: str | None, on_state,
                       replaces: str | None = None) -> WhipPublisher:
-        """`replaces`: the Location of our previous session on this node (WHIP only)."""
+        """`replaces`: the Location of our previous session on this node."""
         timeout = self.options.connect_timeout_s
         if self.kind == "session":
             await self._open_channel()
             return await self.channel.publish(self.stream, tracks, video_codec,
-                                              on_state=on_state, http_timeout=timeout)
+                                              on_state=on_state, http_timeout=timeout,
+                                              replaces=replaces)
         session = WhipPublisher(self.url, self.stream, tracks=tracks, video_codec=video_codec,
                                 token=self.token, replaces=replaces, http_timeout=timeout,
                                 on_state=on_state)
@@ -89,18 +93,18 @@ class Signaling:
         await self.channel.connect()
 
     def _channel_state(self, state: str, code: str | None, reason: str | None) -> None:
-        if state == "FAILED":
+        if state == SessionState.FAILED:
             last_ping = self.channel.last_ping_at if self.channel else None
-            self.on_fault(code or "session_failed", last_ping)
+            self.on_fault(code or Fault.SESSION_FAILED, last_ping)
 
     def _channel_message(self, message: dict) -> None:
         kind = message.get("type")
         if kind == "stream_event":
-            self.on_event(message.get("event", ""), "")
+            self.on_event(message.get("event", ""), message)
         elif kind == "node_draining":
-            self.on_event("reconnect", "node draining")
-        elif kind == "stream_state" and message.get("state") == "FAILED":
-            self.on_fault(message.get("code") or "stream_failed", time.monotonic())
+            self.on_event("reconnect", message)  # its code says draining
+        elif kind == "stream_state" and message.get("state") == StreamState.FAILED:
+            self.on_fault(message.get("code") or Fault.STREAM_FAILED, time.monotonic())
 
     def _watch_events(self, events_url: str | None) -> None:
         if events_url:

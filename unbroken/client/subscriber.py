@@ -15,6 +15,8 @@ from collections.abc import Callable
 import aiohttp
 import av
 
+from unbroken.protocol.faults import Fault as FaultName, reconnect_fault
+
 from .events import PLAYING, STOPPED, ClientEvent
 from .hls import HlsAttempt, HlsPlayer
 from .recorder import EncodedRecorder
@@ -64,7 +66,7 @@ class PlayAttempt(Attempt):
             self._watch_silence(options.media_silence_ms / 1000)
 
     def _watch_silence(self, window: float) -> None:
-        silence = StallWatchdog("media_silence", lambda: self.viewer.packets,
+        silence = StallWatchdog(FaultName.MEDIA_SILENCE, lambda: self.viewer.packets,
                                 max(0.02, window / 3), 3, self._on_silence)
         silence.paused = self._inactive_since is not None
         silence.start()
@@ -87,7 +89,7 @@ class PlayAttempt(Attempt):
         if state in ("failed", "closed"):
             self.report_fault(f"connection_{state}", self.last_media_at)
 
-    def _on_server_event(self, event: str, data: str) -> None:
+    def _on_server_event(self, event: str, data: dict) -> None:
         if event == "inactive":
             self._inactive_since = time.monotonic()
             self._set_silence_paused(True)
@@ -101,8 +103,7 @@ class PlayAttempt(Attempt):
             self._set_silence_paused(False)
             self.client._emit(ClientEvent("stream_event", reason="active", url=self.url))
         elif event == "reconnect":
-            self.report_fault("node_draining" if "drain" in data else "reconnect",
-                              time.monotonic())
+            self.report_fault(reconnect_fault(data), time.monotonic())
 
     def _set_silence_paused(self, paused: bool) -> None:
         for watcher in self._watchers:
@@ -113,7 +114,7 @@ class PlayAttempt(Attempt):
         since = self._inactive_since
         await asyncio.sleep(self.client.options.inactive_timeout_ms / 1000)
         if self._inactive_since == since and since is not None:
-            self.report_fault("unpublished", self.last_media_at)
+            self.report_fault(FaultName.UNPUBLISHED, self.last_media_at)
 
     async def _look_for_the_publisher(self) -> None:
         """While the stream is inactive here, ask the other nodes whether it is live there:

@@ -4,6 +4,7 @@ server-sent-events link whose keep-alives stop arriving."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -68,7 +69,7 @@ class EventStreamWatch:
     `missing` keep-alive periods pass in silence ("missing_pings")."""
 
     def __init__(self, url: str, token: str | None, period: float, missing: int,
-                 on_event: Callable[[str, str], None], on_fault: FaultCallback) -> None:
+                 on_event: Callable[[str, dict], None], on_fault: FaultCallback) -> None:
         self.url = url
         self.token = token
         self.period = period
@@ -103,7 +104,7 @@ class EventStreamWatch:
                         if line.startswith("event:"):
                             event = line[6:].strip()
                         elif line.startswith("data:") and event:
-                            self.on_event(event, line[5:].strip())
+                            self.on_event(event, _event_data(line[5:].strip()))
                             event = ""
         except asyncio.CancelledError:
             raise
@@ -124,3 +125,12 @@ class EventStreamWatch:
                 self._tasks[0].cancel()
                 self.on_fault("missing_pings", self.last_heard)
                 return
+
+
+def _event_data(text: str) -> dict:
+    """A server-sent event's JSON data as a dict ({} when it is not a JSON object)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

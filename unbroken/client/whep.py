@@ -28,6 +28,7 @@ from aiortc.rtp import RtpPacket
 
 from unbroken.client.framecode import read_counter
 from unbroken.client.whip import OfferAnswerSession, WhipError
+from unbroken.protocol.whip_whep import WAIT_LIVE_MS
 
 HISTORY = 2000  # counters and arrival times kept
 
@@ -58,9 +59,10 @@ class WhepViewer(OfferAnswerSession):
         if not (video or audio):
             raise ValueError("a viewer needs video or audio")
         super().__init__(url_base, stream, token, **kwargs)
+        self.wait_live_ms = int(wait_live_ms)
         if wait_live_ms:
             # the node holds the request until the stream is live (an unbroken extension)
-            self.post_query = f"?wait_live_ms={int(wait_live_ms)}"
+            self.post_query = f"?{WAIT_LIVE_MS}={self.wait_live_ms}"
         self.video, self.audio, self.decode = video, audio, decode
         self.on_frame = on_frame
         self.frames = 0

@@ -15,7 +15,6 @@ import datetime
 import email.utils
 import json
 import logging
-import re
 import time
 from typing import Callable
 from urllib.parse import quote, urljoin
@@ -32,6 +31,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
+
+from unbroken.protocol.whip_whep import REPLACES, Resource, parse_events_link
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class OfferAnswerSession:
             location = resp.headers.get("Location")
             if not location:
                 raise self.error_class(resp.status, "answer without a Location header")
-            events = _server_sent_events_link(resp.headers.getall("Link", []))
+            events = parse_events_link(resp.headers.getall("Link", []))
             self.events_url = urljoin(self.url, events) if events else None
             return body, urljoin(self.url, location)
 
@@ -214,9 +215,11 @@ class WhipPublisher(OfferAnswerSession):
         if video_codec is not None and video_codec not in VIDEO_CODECS:
             raise ValueError(f"video_codec must be one of {sorted(VIDEO_CODECS)} or None")
         super().__init__(url_base, stream, token, **kwargs)
-        if replaces:
-            # our previous session's Location: the node lets us take over from it at once
-            self.post_query = f"?replaces={quote(replaces.rstrip('/').rsplit('/', 1)[-1])}"
+        # our previous session's Location: the node lets us take over from it at once
+        previous = Resource.parse(replaces) if replaces else None
+        self.replaces = previous.session if previous else None
+        if self.replaces:
+            self.post_query = f"?{REPLACES}={quote(self.replaces)}"
         self.tracks = list(tracks)
         self.video_codec = video_codec
 
@@ -259,18 +262,6 @@ def _video_codecs(answer_sdp: str) -> dict[int, str]:
             return {c.payloadType: c.mimeType for c in media.rtp.codecs
                     if c.mimeType.lower() != "video/rtx"}
     return {}
-
-
-SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
-
-
-def _server_sent_events_link(links: list[str]) -> str | None:
-    """The URL of the server-sent-events Link (draft-ietf-wish-whep), if any."""
-    for header in links:
-        for url, params in re.findall(r"<([^>]*)>([^<]*)", header):
-            if f'rel="{SSE_REL}"' in params.replace(" ", ""):
-                return url
-    return None
 
 
 def _error_body(body: str) -> tuple[str | None, str]:

@@ -6,7 +6,11 @@ import time
 
 from aiohttp import web
 
-from .http_common import STATE, HttpError, check_token, stream_name
+from unbroken.httpkit.auth import check_bearer
+from unbroken.protocol.vocabulary import vocabulary
+
+from .figures import session_infos, stream_info
+from .http_common import STATE, HttpError, stream_name
 from .state import NodeState
 
 
@@ -16,38 +20,24 @@ def _state(request: web.Request) -> NodeState:
 
 async def list_streams(request: web.Request) -> web.Response:
     state = _state(request)
-    check_token(request, state.config.token)
-    return web.json_response({"streams": [state.stream_info(s)
+    check_bearer(request, state.config.token)
+    return web.json_response({"streams": [stream_info(state, s)
                                           for s in state.streams.values()]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
     state = _state(request)
-    check_token(request, state.config.token)
+    check_bearer(request, state.config.token)
     stream = state.streams.get(stream_name(request))
     if stream is None:
         raise HttpError(404, "no_such_stream", "no such stream")
-    return web.json_response(state.stream_info(stream))
+    return web.json_response(stream_info(state, stream))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     state = _state(request)
-    check_token(request, state.config.token)
-    now = time.monotonic()
-    sessions = []
-    for session in state.sessions.values():
-        entry = {
-            "id": session.id,
-            "kind": session.kind,
-            "stream": session.stream.name,
-            "connection": session.peer.connection_state,
-            "age": round(now - session.created_at, 3),
-        }
-        if session.kind == "play":
-            entry["tracks"] = {kind: t.snapshot()
-                               for kind, t in session.peer.downtracks.items()}
-        sessions.append(entry)
-    return web.json_response({"sessions": sessions})
+    check_bearer(request, state.config.token)
+    return web.json_response({"sessions": session_infos(state)})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -63,7 +53,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+async def get_vocabulary(request: web.Request) -> web.Response:
+    """The shared names (states, codes, events, extensions) for clients to check against."""
+    return web.json_response(vocabulary())
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/vocabulary", get_vocabulary)
     app.router.add_get("/api/v1/streams", list_streams)
     app.router.add_get("/api/v1/streams/{stream}", get_stream)
     app.router.add_get("/api/v1/sessions", list_sessions)

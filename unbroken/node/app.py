@@ -8,8 +8,12 @@ from pathlib import Path
 from aiohttp import web
 
 from . import api, hls, session_channel, whip_whep
+from unbroken.httpkit.errors import errors_and_cors
+
+from .admission import Admission
 from .config import NodeConfig
-from .http_common import METRICS, STATE, errors_and_cors
+from .figures import live_figures
+from .http_common import ADMISSION, STATE
 from .state import NodeState
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -33,11 +37,17 @@ async def web_file(request: web.Request) -> web.FileResponse:
 
 def create_app(config: NodeConfig) -> web.Application:
     # client_max_size bounds every body aiohttp reads for us
-    app = web.Application(middlewares=[errors_and_cors],
-                          client_max_size=config.max_body_bytes)
     state = NodeState(config)
+    metrics = state.metrics
+    metrics.add_live_collector(lambda: live_figures(state))
+
+    def count_rejected(status: int) -> None:
+        metrics.requests_rejected.labels(str(status)).inc()
+
+    app = web.Application(middlewares=[errors_and_cors(count_rejected)],
+                          client_max_size=config.max_body_bytes)
     app[STATE] = state
-    app[METRICS] = state.metrics
+    app[ADMISSION] = Admission(state)
     whip_whep.add_routes(app)
     api.add_routes(app)
     hls.setup(app, state, config)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from unbroken.httpkit.config import check_types, load_settings
 
 
 @dataclass
 class NodeConfig:
+    """Every setting of a node process, validated."""
+
     host: str = "0.0.0.0"
     port: int = 8080
     # Bearer token required on WHIP/WHEP/API requests; empty = no auth
@@ -45,32 +48,12 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "NodeConfig":
-        values: dict = {}
-        if path:
-            with open(path, "rb") as f:
-                try:
-                    data = tomllib.load(f)
-                except tomllib.TOMLDecodeError as exc:
-                    raise ValueError(f"{path}: {exc}") from None
-            table = data.get("node", data)
-            if not isinstance(table, dict):
-                raise ValueError(f"{path}: [node] must be a table")
-            values.update(table)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown node settings: {', '.join(sorted(unknown))}")
-        config = cls(**values)
+        config = load_settings(cls, "node", path, **overrides)
         config.validate()
         return config
 
     def validate(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = _TYPES[f.type]
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"{f.name} must be of type {f.type}, not {value!r}")
+        check_types(self)
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -101,5 +84,3 @@ class NodeConfig:
 
 _X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
-# field annotation -> accepted Python types (TOML integers are fine for float settings)
-_TYPES = {"str": str, "int": int, "float": (int, float)}

@@ -8,20 +8,19 @@ import json
 import logging
 from collections.abc import Callable
 
-from unbroken.protocol import session as proto
+from unbroken.protocol.whip_whep import SSE_EVENTS
 
 log = logging.getLogger("unbroken.node")
 
-# stream states and the drain notice, with the same fields as on the session socket
-STATE_EVENTS = ("stream_state", "node_draining")
-# events a WHIP/WHEP client may subscribe to (draft-ietf-wish-whep, server-sent events)
-WHEP_EVENTS = ("active", "inactive", "reconnect", "viewercount", *STATE_EVENTS)
 MAX_QUEUED_EVENTS = 64
 
 
 class EventChannel:
+    """Owns one media session's events: pushed to listeners at once (the session socket),
+    and queued, bounded, for the server-sent events reader."""
+
     def __init__(self) -> None:
-        self.subscribed: set[str] = set(WHEP_EVENTS)
+        self.subscribed: set[str] = set(SSE_EVENTS)
         self._queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self.closed = False
         # called with every pushed event, subscribed or not (the session socket listens)
@@ -59,28 +58,3 @@ class EventChannel:
 def sse_frame(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
-
-# peer close reasons (as given to NodeState.end / Peer.close) -> stream_state code;
-# None: ended on purpose (UNPUBLISHED / STOPPED), else FAILED
-_ENDINGS = (
-    ("deleted by client", None, proto.STOPPED_BY_CLIENT),
-    ("stopped by client", None, proto.STOPPED_BY_CLIENT),
-    ("session closed", None, proto.SESSION_CLOSED),
-    ("replaced by a new publisher", None, proto.REPLACED),
-    ("connection closed", None, proto.PEER_CLOSED),
-    ("session lost", proto.FAILED, proto.SESSION_LOST),
-    ("codec changed", proto.FAILED, proto.CODEC_CHANGED),
-    ("media timeout", proto.FAILED, proto.MEDIA_TIMEOUT),
-    ("no media before connect timeout", proto.FAILED, proto.CONNECT_TIMEOUT),
-    ("not connected before connect timeout", proto.FAILED, proto.CONNECT_TIMEOUT),
-    ("connection failed", proto.FAILED, proto.CONNECTION_FAILED),
-    ("node shutting down", proto.FAILED, proto.NODE_SHUTDOWN),
-)
-
-
-def final_state(kind: str, close_reason: str) -> tuple[str, str]:
-    """(stream state, code) of a session that ended for `close_reason`."""
-    for prefix, state, code in _ENDINGS:
-        if close_reason.startswith(prefix):
-            return state or proto.ENDED_STATE[kind], code
-    return proto.FAILED, proto.CLOSED

@@ -17,10 +17,10 @@ from .http_common import STATE
 log = logging.getLogger("unbroken.node")
 
 
-async def drain(app: web.Application, timeout: float) -> None:
+async def drain(app: web.Application, timeout: float, redirect: str | None = None) -> None:
     state = app[STATE]
     log.info("draining", extra={"sessions": len(state.sessions), "timeout": timeout})
-    state.begin_drain()
+    state.begin_drain(redirect)
     deadline = time.monotonic() + timeout
     while state.sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

@@ -15,104 +15,79 @@ import logging
 from aiohttp import web
 from aiortc.sdp import candidate_from_sdp
 
-from unbroken.media.peer import NegotiationError
+from unbroken.httpkit.auth import check_bearer
+from unbroken.httpkit.body import read_text
+from unbroken.httpkit.cors import CORS_HEADERS
+from unbroken.httpkit.errors import HttpError
+from unbroken.protocol.endings import Ending
+from unbroken.protocol.refusals import Refusal, Refused
 from unbroken.protocol.sdp import (
     SDP_CONTENT_TYPE,
     TRICKLE_CONTENT_TYPE,
     SdpError,
-    check_offer,
-    offer_ice_credentials,
     parse_trickle_fragment,
 )
+from unbroken.protocol.states import Kind
+from unbroken.protocol.whip_whep import (
+    KEEPALIVE_MS,
+    MAX_KEEPALIVE_MS,
+    MAX_WAIT_LIVE_MS,
+    MIN_KEEPALIVE_MS,
+    REPLACES,
+    SSE_EVENTS,
+    WAIT_LIVE_MS,
+    events_link,
+)
 
-from .events import WHEP_EVENTS, sse_frame
-from .http_common import CORS_HEADERS, STATE, HttpError, check_token, read_text, stream_name
-from .state import NodeState, NotLive, Session, StreamBusy
+from .admission import OfferRequest
+from .events import sse_frame
+from .http_common import ADMISSION, STATE
+from .media_session import MediaSession
+from .state import NodeState
 
 log = logging.getLogger("unbroken.node.http")
-
-SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
-SSE_KEEPALIVE = 10.0
-SSE_MIN_KEEPALIVE_MS = 100
-MAX_WAIT_LIVE_MS = 5000
-KIND_OF_PATH = {"whip": "publish", "whep": "play"}
-
 
 def state_of(request: web.Request) -> NodeState:
     return request.app[STATE]
 
 
-def _session(request: web.Request, path_kind: str) -> Session:
+def _session(request: web.Request, kind: Kind) -> MediaSession:
     session = state_of(request).sessions.get(request.match_info["session"])
-    if (session is None or session.kind != KIND_OF_PATH[path_kind]
+    if (session is None or session.kind != kind
             or session.stream.name != request.match_info["stream"]):
         raise HttpError(404, "no_such_session", "no such session")
     return session
 
 
-def _location(path_kind: str, session: Session) -> str:
-    return f"/{path_kind}/{session.stream.name}/{session.id}"
-
-
-async def _offer(request: web.Request) -> tuple[NodeState, str, str]:
+async def _offer_post(request: web.Request, kind: Kind, **options) -> web.Response:
+    """POST /whip|whep/{stream}: the offer goes through the node's admission."""
     state = state_of(request)
-    check_token(request, state.config.token)
-    name = stream_name(request)
-    if state.draining:
-        raise HttpError(503, "draining", "node is draining", {"Retry-After": "1"})
-    if len(state.sessions) >= state.config.max_sessions:
-        raise HttpError(503, "too_many_sessions", "node is at its session limit",
-                        {"Retry-After": "1"})
+    check_bearer(request, state.config.token)
+    admission = request.app[ADMISSION]
+    name = request.match_info["stream"]
+    admission.check_open(name)
     offer = await read_text(request, SDP_CONTENT_TYPE, state.config.max_body_bytes)
-    try:
-        check_offer(offer)
-    except SdpError as exc:
-        raise HttpError(400, "bad_sdp", str(exc)) from None
-    return state, name, offer
-
-
-def _created(session: Session, path_kind: str, extra: dict | None = None) -> web.Response:
-    headers = {
-        "Location": _location(path_kind, session),
-        "ETag": session.etag,
-        "Accept-Patch": TRICKLE_CONTENT_TYPE,
-        **(extra or {}),
-    }
+    session = await admission.admit(OfferRequest(kind, name, offer, **options))
+    resource = session.resource
     return web.Response(status=201, text=session.answer, content_type="application/sdp",
-                        headers=headers)
+                        headers={"Location": resource.location, "ETag": session.etag,
+                                 "Accept-Patch": TRICKLE_CONTENT_TYPE,
+                                 "Link": events_link(resource)})
 
 
 async def whip_post(request: web.Request) -> web.Response:
-    state, name, offer = await _offer(request)
-    try:
-        session = await state.publish(name, offer, offer_ice_credentials(offer),
-                                      replaces=request.query.get("replaces"))
-    except StreamBusy:
-        raise HttpError(409, "stream_busy",
-                        f"stream {name!r} already has a live publisher") from None
-    except NegotiationError as exc:
-        raise HttpError(exc.status, "negotiation_failed", exc.reason) from None
-    return _created(session, "whip", {"Link": _events_link("whip", session)})
+    return await _offer_post(request, Kind.PUBLISH, replaces=request.query.get(REPLACES))
 
 
 async def whep_post(request: web.Request) -> web.Response:
-    state, name, offer = await _offer(request)
-    retry = {"Retry-After": str(state.config.retry_after)}
-    try:
-        session = await state.play(name, offer, offer_ice_credentials(offer),
-                                   wait_live=_wait_live_seconds(request))
-    except NotLive:
-        raise HttpError(409, "not_live", f"stream {name!r} is not live", retry) from None
-    except NegotiationError as exc:
-        raise HttpError(exc.status, "negotiation_failed", exc.reason) from None
-    return _created(session, "whep", {"Link": _events_link("whep", session)})
+    return await _offer_post(request, Kind.PLAY, wait_live=_wait_live_seconds(request))
 
 
-def session_handlers(path_kind: str):
+def session_handlers(kind: Kind):
     async def patch(request: web.Request) -> web.Response:
         state = state_of(request)
-        check_token(request, state.config.token)
-        session = _session(request, path_kind)
+        check_bearer(request, state.config.token)
+        session = _session(request, kind)
         body = await read_text(request, TRICKLE_CONTENT_TYPE, state.config.max_body_bytes)
         if_match = request.headers.get("If-Match")
         if if_match and if_match != "*" and if_match != session.etag:
@@ -139,9 +114,9 @@ def session_handlers(path_kind: str):
 
     async def delete(request: web.Request) -> web.Response:
         state = state_of(request)
-        check_token(request, state.config.token)
-        session = _session(request, path_kind)
-        await state.end(session, "deleted by client")
+        check_bearer(request, state.config.token)
+        session = _session(request, kind)
+        await state.end(session, Ending.STOPPED, "deleted by client")
         return web.Response(status=200)
 
     return patch, delete
@@ -156,23 +131,18 @@ async def options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-def _events_link(path_kind: str, session: Session) -> str:
-    events = f"{_location(path_kind, session)}/events"
-    return f'<{events}>; rel="{SSE_REL}"; events="{",".join(WHEP_EVENTS)}"'
-
-
 async def events_subscribe(request: web.Request) -> web.Response:
     """POST a JSON list of event names to subscribe to; 201 + Location of the stream."""
     state = state_of(request)
-    check_token(request, state.config.token)
-    session = _session(request, request.match_info["kind"])
+    check_bearer(request, state.config.token)
+    session = _session(request, Kind.of_path(request.match_info["kind"]))
     try:
         wanted = json.loads(await read_text(request, "application/json", 4096))
     except ValueError:
         raise HttpError(400, "bad_json", "body must be a JSON list of event names") from None
     if not isinstance(wanted, list) or not all(isinstance(e, str) for e in wanted):
         raise HttpError(400, "bad_json", "body must be a JSON list of event names")
-    unknown = set(wanted) - set(WHEP_EVENTS)
+    unknown = set(wanted) - set(SSE_EVENTS)
     if unknown:
         raise HttpError(400, "unknown_event", f"unknown events: {sorted(unknown)}")
     session.events.subscribed = set(wanted)
@@ -182,32 +152,28 @@ async def events_subscribe(request: web.Request) -> web.Response:
 def _wait_live_seconds(request: web.Request) -> float:
     """`?wait_live_ms=` (an unbroken extension): hold a WHEP POST for a stream that is not
     live yet up to this long, instead of answering 409 at once; bounded."""
-    value = request.query.get("wait_live_ms")
-    if value is None:
-        return 0.0
-    try:
-        ms = int(value)
-    except ValueError:
-        raise HttpError(400, "bad_wait_live", "wait_live_ms must be an integer") from None
-    if not 0 <= ms <= MAX_WAIT_LIVE_MS:
-        raise HttpError(400, "bad_wait_live", f"wait_live_ms must be in [0, {MAX_WAIT_LIVE_MS}]")
-    return ms / 1000
+    return _bounded_ms(request, WAIT_LIVE_MS, 0, MAX_WAIT_LIVE_MS, 0, Refusal.BAD_WAIT_LIVE)
 
 
 def _keepalive_interval(request: web.Request) -> float:
     """`?keepalive_ms=` lets a client hear from the node often enough to tell a dead
     path from silence (like the session channel's pings); bounded."""
-    value = request.query.get("keepalive_ms")
+    return _bounded_ms(request, KEEPALIVE_MS, MIN_KEEPALIVE_MS, MAX_KEEPALIVE_MS,
+                       MAX_KEEPALIVE_MS, Refusal.BAD_KEEPALIVE)
+
+
+def _bounded_ms(request: web.Request, name: str, low: int, high: int, default: int,
+                refusal: Refusal) -> float:
+    """Query parameter `name`, integer ms in [low, high], as seconds."""
+    value = request.query.get(name)
     if value is None:
-        return SSE_KEEPALIVE
+        return default / 1000
     try:
         ms = int(value)
     except ValueError:
-        raise HttpError(400, "bad_keepalive", "keepalive_ms must be an integer") from None
-    if not SSE_MIN_KEEPALIVE_MS <= ms <= SSE_KEEPALIVE * 1000:
-        raise HttpError(400, "bad_keepalive",
-                        f"keepalive_ms must be in [{SSE_MIN_KEEPALIVE_MS}, "
-                        f"{int(SSE_KEEPALIVE * 1000)}]")
+        raise Refused(refusal, f"{name} must be an integer") from None
+    if not low <= ms <= high:
+        raise Refused(refusal, f"{name} must be in [{low}, {high}]")
     return ms / 1000
 
 
@@ -216,8 +182,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     line every keep-alive interval. WHIP sessions have it too (a publisher hears
     `reconnect` when the node drains, and can tell a dead node from the keep-alives)."""
     state = state_of(request)
-    check_token(request, state.config.token)
-    session = _session(request, request.match_info["kind"])
+    check_bearer(request, state.config.token)
+    session = _session(request, Kind.of_path(request.match_info["kind"]))
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **CORS_HEADERS})
     keepalive = _keepalive_interval(request)
@@ -240,8 +206,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    whip_patch, whip_delete = session_handlers("whip")
-    whep_patch, whep_delete = session_handlers("whep")
+    whip_patch, whip_delete = session_handlers(Kind.PUBLISH)
+    whep_patch, whep_delete = session_handlers(Kind.PLAY)
     app.router.add_post("/whip/{stream}", whip_post)
     app.router.add_route("OPTIONS", "/whip/{stream}", options)
     app.router.add_patch("/whip/{stream}/{session}", whip_patch)

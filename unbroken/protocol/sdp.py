@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_SDP_BYTES = 64 * 1024
 SDP_CONTENT_TYPE = "application/sdp"
 TRICKLE_CONTENT_TYPE = "application/trickle-ice-sdpfrag"
 
@@ -82,3 +81,23 @@ def offer_ice_credentials(sdp: str) -> tuple[str | None, str | None]:
         elif line.startswith("a=ice-pwd:") and pwd is None:
             pwd = line.split(":", 1)[1]
     return ufrag, pwd
+
+
+def section_without_codec(sdp: str, usable: dict[str, frozenset[str]]) -> str | None:
+    """The kind of the first audio/video section whose codecs (``a=rtpmap``) include none
+    of ``usable[kind]`` (lower-case names), or None."""
+    kind: str | None = None
+    names: set[str] = set()
+
+    def unusable() -> bool:
+        return kind in usable and bool(names) and not names & usable[kind]
+
+    for raw in sdp.split("\n"):
+        line = raw.strip()
+        if line.startswith("m="):
+            if unusable():
+                return kind
+            kind, names = line[2:].split(" ", 1)[0], set()
+        elif line.startswith("a=rtpmap:") and " " in line:
+            names.add(line.split(" ", 1)[1].split("/", 1)[0].lower())
+    return kind if unusable() else None

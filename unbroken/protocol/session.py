@@ -30,89 +30,66 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .channel_codes import CLOSE_CODES, ChannelClose, ErrorCode, close_code
+from .endings import Ending
 from .names import valid_stream_name
+from .refusals import Refusal
+from .states import ACTIVE_STATE, ENDED_STATE, TERMINAL_STATES, SessionState, StreamEvent, StreamState
+from .whip_whep import MAX_WAIT_LIVE_MS, REPLACES, WAIT_LIVE_MS
 
 PATH = "/ws"
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
-# -- session states (what a client reports about its session) ---------------------------
-ESTABLISHED = "ESTABLISHED"  # welcome received
-DISCONNECTED = "DISCONNECTED"  # closed by the client on purpose: never restored
-FAILED = "FAILED"  # lost: missing pings, socket error, closed by the node
-SESSION_STATES = (ESTABLISHED, DISCONNECTED, FAILED)
+# The names below are the shared vocabulary (states, endings, refusals, channel codes)
+# under the short names the session-channel code uses; each is defined once, there.
+ESTABLISHED, DISCONNECTED, FAILED = SessionState
+SESSION_STATES = tuple(SessionState)
+PUBLISHING, UNPUBLISHED, PLAYING, STOPPED = (StreamState.PUBLISHING, StreamState.UNPUBLISHED,
+                                             StreamState.PLAYING, StreamState.STOPPED)
+STREAM_STATES = tuple(StreamState)
+STREAM_EVENTS = tuple(StreamEvent)
 
-# -- stream states (sent by the node in stream_state) -----------------------------------
-PUBLISHING = "PUBLISHING"  # the node receives the publisher's media
-UNPUBLISHED = "UNPUBLISHED"  # publishing ended on purpose (stop, DELETE, replaced)
-PLAYING = "PLAYING"  # the node sends the stream's media to the player
-STOPPED = "STOPPED"  # playing ended on purpose (stop, DELETE)
-# FAILED (same word as the session state): refused or lost; `code` says why
-STREAM_STATES = (PUBLISHING, UNPUBLISHED, PLAYING, STOPPED, FAILED)
-ACTIVE_STATE = {"publish": PUBLISHING, "play": PLAYING}
-ENDED_STATE = {"publish": UNPUBLISHED, "play": STOPPED}
-TERMINAL_STATES = (UNPUBLISHED, STOPPED, FAILED)
+STOPPED_BY_CLIENT = Ending.STOPPED
+SESSION_CLOSED = Ending.SESSION_CLOSED
+REPLACED = Ending.REPLACED
+PEER_CLOSED = Ending.PEER_CLOSED
+CONNECT_TIMEOUT = Ending.CONNECT_TIMEOUT
+CONNECTION_FAILED = Ending.CONNECTION_FAILED
+MEDIA_TIMEOUT = Ending.MEDIA_TIMEOUT
+CODEC_CHANGED = Ending.CODEC_CHANGED
+NODE_SHUTDOWN = Ending.NODE_SHUTDOWN
+SESSION_LOST = Ending.SESSION_LOST
+CLOSED = Ending.CLOSED
 
-# -- stream_state codes (why a stream is where it is) ------------------------------------
-# on purpose (UNPUBLISHED / STOPPED)
-STOPPED_BY_CLIENT = "stopped"  # stop message, or DELETE of the resource
-SESSION_CLOSED = "session_closed"  # the client closed the session socket
-REPLACED = "replaced"  # another publisher took the stream over
-PEER_CLOSED = "peer_closed"  # the client closed its peer connection (DTLS close)
-# FAILED, refused before an answer
-BAD_STREAM_NAME = "bad_stream_name"
-BAD_SDP = "bad_sdp"
-BAD_CODEC = "unsupported_codec"  # no codec in the offer the node can use (HTTP 406)
-NEGOTIATION_FAILED = "negotiation_failed"
-NOT_LIVE = "not_live"  # play: the stream has no publisher (HTTP 409)
-STREAM_BUSY = "stream_busy"  # publish: the stream already has a publisher (HTTP 409)
-DRAINING = "draining"  # the node takes no new streams (HTTP 503)
-TOO_MANY_SESSIONS = "too_many_sessions"  # the node is full (HTTP 503)
-TOO_MANY_STREAMS = "too_many_streams"  # this session holds max_streams already
-INTERNAL_ERROR = "internal_error"
-# FAILED, after an answer
-CONNECT_TIMEOUT = "connect_timeout"  # ICE/DTLS did not connect (or no media) in time
-CONNECTION_FAILED = "connection_failed"  # ICE/DTLS failed
-MEDIA_TIMEOUT = "media_timeout"  # the publisher's media stopped (encoder stall, lost path)
-CODEC_CHANGED = "codec_changed"  # play: the publisher came back with another codec
-NODE_SHUTDOWN = "node_shutdown"  # the node stopped (after draining)
-SESSION_LOST = "session_lost"  # the session socket was lost (missing pongs, broken socket)
-CLOSED = "closed"  # any other end
+BAD_STREAM_NAME = Refusal.BAD_STREAM_NAME
+BAD_SDP = Refusal.BAD_SDP
+BAD_CODEC = Refusal.UNSUPPORTED_CODEC
+NEGOTIATION_FAILED = Refusal.NEGOTIATION_FAILED
+NOT_LIVE = Refusal.NOT_LIVE
+STREAM_BUSY = Refusal.STREAM_BUSY
+DRAINING = Refusal.DRAINING
+TOO_MANY_SESSIONS = Refusal.TOO_MANY_SESSIONS
+TOO_MANY_STREAMS = Refusal.TOO_MANY_STREAMS
+INTERNAL_ERROR = Refusal.INTERNAL_ERROR
+UNAUTHORIZED = Refusal.UNAUTHORIZED
 
-# -- stream_event events -----------------------------------------------------------------
-STREAM_EVENTS = ("active", "inactive", "viewercount")
+BAD_JSON = ErrorCode.BAD_JSON
+BAD_MESSAGE = ErrorCode.BAD_MESSAGE
+UNKNOWN_TYPE = ErrorCode.UNKNOWN_TYPE
+BAD_FIELD = ErrorCode.BAD_FIELD
+ALREADY_WELCOMED = ErrorCode.ALREADY_WELCOMED
+DUPLICATE_ID = ErrorCode.DUPLICATE_ID
+UNKNOWN_ID = ErrorCode.UNKNOWN_ID
+BAD_PONG = ErrorCode.BAD_PONG
 
-# -- error codes (error message) and session_closing codes --------------------------------
-BAD_JSON = "bad_json"
-BAD_MESSAGE = "bad_message"  # not an object, binary frame, no "type"
-UNKNOWN_TYPE = "unknown_type"
-BAD_FIELD = "bad_field"  # missing or wrong-typed field; `field` names it
-HELLO_REQUIRED = "hello_required"
-ALREADY_WELCOMED = "already_welcomed"
-UNSUPPORTED_VERSION = "unsupported_version"
-UNAUTHORIZED = "unauthorized"
-DUPLICATE_ID = "duplicate_id"
-UNKNOWN_ID = "unknown_id"
-BAD_PONG = "bad_pong"
-RATE_LIMITED = "rate_limited"
-PING_TIMEOUT = "ping_timeout"
-MESSAGE_TOO_BIG = "message_too_big"
-SLOW_READER = "slow_reader"
-CLIENT_CLOSED = "client_closed"
-
-# WebSocket close codes the node uses, by session_closing code
-CLOSE_CODES = {
-    CLIENT_CLOSED: 1000,
-    NODE_SHUTDOWN: 1001,
-    MESSAGE_TOO_BIG: 1009,
-    INTERNAL_ERROR: 1011,
-    PING_TIMEOUT: 4000,
-    UNAUTHORIZED: 4001,
-    HELLO_REQUIRED: 4002,
-    UNSUPPORTED_VERSION: 4003,
-    RATE_LIMITED: 4008,
-    SLOW_READER: 4009,
-}
+HELLO_REQUIRED = ChannelClose.HELLO_REQUIRED
+UNSUPPORTED_VERSION = ChannelClose.UNSUPPORTED_VERSION
+RATE_LIMITED = ChannelClose.RATE_LIMITED
+PING_TIMEOUT = ChannelClose.PING_TIMEOUT
+MESSAGE_TOO_BIG = ChannelClose.MESSAGE_TOO_BIG
+SLOW_READER = ChannelClose.SLOW_READER
+CLIENT_CLOSED = ChannelClose.CLIENT_CLOSED
 
 # -- timing and limits -------------------------------------------------------------------
 DEFAULT_PING_INTERVAL_MS = 250
@@ -196,8 +173,10 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
     },
     "pong": {"seq": _SEQ},
     "ping": {"seq": _SEQ},
-    "publish": {"id": _ID, "stream": _STREAM, "sdp": _SDP},
-    "play": {"id": _ID, "stream": _STREAM, "sdp": _SDP},
+    "publish": {"id": _ID, "stream": _STREAM, "sdp": _SDP,
+                REPLACES: Field("str", required=False, max_length=MAX_ID_LENGTH)},
+    "play": {"id": _ID, "stream": _STREAM, "sdp": _SDP,
+             WAIT_LIVE_MS: Field("int", required=False, minimum=0, maximum=MAX_WAIT_LIVE_MS)},
     "stop": {"id": _ID},
 }
 
@@ -305,12 +284,21 @@ def ping(seq: int, t: int | None = None) -> dict:
     return message
 
 
-def publish(id: str, stream: str, sdp: str) -> dict:
-    return {"type": "publish", "id": id, "stream": stream, "sdp": sdp}
+def publish(id: str, stream: str, sdp: str, replaces: str | None = None) -> dict:
+    """``replaces``: the session id of this publisher's previous media session on the
+    stream (from its ``answer``): the node lets it take over at once."""
+    message = {"type": "publish", "id": id, "stream": stream, "sdp": sdp}
+    if replaces:
+        message[REPLACES] = replaces
+    return message
 
 
-def play(id: str, stream: str, sdp: str) -> dict:
-    return {"type": "play", "id": id, "stream": stream, "sdp": sdp}
+def play(id: str, stream: str, sdp: str, wait_live_ms: int | None = None) -> dict:
+    """``wait_live_ms``: wait up to this long for a publisher instead of FAILED not_live."""
+    message: dict[str, Any] = {"type": "play", "id": id, "stream": stream, "sdp": sdp}
+    if wait_live_ms:
+        message[WAIT_LIVE_MS] = wait_live_ms
+    return message
 
 
 def stop(id: str) -> dict:
@@ -371,11 +359,6 @@ def error(code: str, reason: str, ref: str | None = None, field: str | None = No
 
 def error_from(exc: ProtocolError) -> dict:
     return error(exc.code, exc.reason, exc.ref, exc.field)
-
-
-def close_code(code: str) -> int:
-    """The WebSocket close code for a session_closing code (1008 when it has none)."""
-    return CLOSE_CODES.get(code, 1008)
 
 
 def close_reason(reason: str) -> str:
