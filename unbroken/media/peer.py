@@ -214,7 +214,7 @@ class SubscriberPeer(Peer):
         sender = transceiver.sender
         kind = transceiver.kind
         track = DownTrack(
-            kind, codec.mimeType.lower(), profile, sender._ssrc, codec.clockRate,
+            kind, codec.mimeType.lower(), profile, rtc_internals.sender_ssrc(sender), codec.clockRate,
             rtc_internals.PacketWriter(sender.transport),
             request_keyframe=lambda: self.stream.request_keyframe(kind),
             rtx_payload_type=rtx.payloadType if rtx else None,
