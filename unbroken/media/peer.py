@@ -198,7 +198,7 @@ class SubscriberPeer(Peer):
             if media_codecs:
                 self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
         for track in self.downtracks.values():
-            self.stream.add_downtrack(track)
+            self.stream.add_sink(track)
             track.start()
         return answer
 
@@ -225,4 +225,4 @@ class SubscriberPeer(Peer):
 
     def _detach(self) -> None:
         for track in self.downtracks.values():
-            self.stream.remove_downtrack(track)
+            self.stream.remove_sink(track)

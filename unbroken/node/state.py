@@ -8,7 +8,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from unbroken.media import rtc_internals
 from unbroken.media.peer import Peer, PublisherPeer, SubscriberPeer
 from unbroken.media.stream import Stream
 
@@ -66,6 +65,8 @@ class NodeState:
         self.draining = False
         # called with the node_draining fields when the node starts draining
         self.drain_listeners: list = []
+        # also listening to every new stream (the HLS service)
+        self.stream_listeners: list = []
         self.started_at = time.time()
         self._watchdog: asyncio.Task | None = None
         # stream name -> set when a publisher attaches (WHEP requests waiting for it)
@@ -87,7 +88,7 @@ class NodeState:
         stream = self.streams.get(name)
         if stream is None:
             stream = Stream(name)
-            stream.listeners.append(self._on_stream_event)
+            stream.listeners += [self._on_stream_event, *self.stream_listeners]
             self.streams[name] = stream
         return stream
 
@@ -294,10 +295,7 @@ class NodeState:
 
     def _refresh_sender_reports(self) -> None:
         for stream in self.streams.values():
-            for track, ntp, rtp in stream.refresh_sender_reports():
-                if track.sender is not None:
-                    rtc_internals.set_sender_report_source(
-                        track.sender, ntp, rtp, track.packets, track.octets)
+            stream.update_sender_reports()
 
     # figures -------------------------------------------------------------
     def _live_figures(self):

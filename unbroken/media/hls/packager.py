@@ -28,7 +28,8 @@ MAX_QUEUE = 2000  # queued packets before the worker is considered behind (then 
 class HlsPackager:
     """Packages one stream; `push` (from the event loop) is cheap, the worker does the rest.
 
-    `on_update()` is called from the worker thread after each playlist change;
+    `on_update()` is called from the worker thread after each playlist change, and once
+    when the worker stops (`alive` is then False);
     `request_keyframe()` too (the caller forwards it to its event loop);
     `transcode`: whether VP8/Opus sources are transcoded (else only H264 video is
     packaged, without audio).
@@ -53,6 +54,7 @@ class HlsPackager:
         self.frames_in = 0
         self.cpu_seconds = 0.0
         self._last_pts = 0
+        self._running = True
         self._thread = threading.Thread(target=self._run, name=f"hls-{name}", daemon=True)
         self._thread.start()
 
@@ -78,7 +80,7 @@ class HlsPackager:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._running
 
     def stats(self) -> dict:
         msn, parts = self.playlist.last_position()
@@ -99,6 +101,19 @@ class HlsPackager:
             self._request_keyframe()
 
     def _run(self) -> None:
+        try:
+            self._work()
+        finally:
+            self._running = False
+            self._updated()
+
+    def _updated(self) -> None:
+        try:
+            self.on_update()
+        except Exception:
+            log.exception("hls update callback failed")
+
+    def _work(self) -> None:
         state = _SourceState(None)
         last_version = self.playlist.version
         while True:
@@ -125,10 +140,7 @@ class HlsPackager:
                 self.cpu_seconds += time.thread_time() - started
             if self.playlist.version != last_version:
                 last_version = self.playlist.version
-                try:
-                    self.on_update()
-                except Exception:
-                    log.exception("hls update callback failed")
+                self._updated()
 
     def _start_source(self, state: "_SourceState") -> None:
         codecs = state.codecs or {}
