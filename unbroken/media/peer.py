@@ -22,6 +22,8 @@ from .packet import OutputProfile
 from .receiver import TrackReceiver
 from .stream import Source, Stream
 
+__all__ = ["FORWARDED_MIME_TYPES", "NegotiationError", "Peer", "PublisherPeer", "SubscriberPeer"]
+
 log = logging.getLogger("unbroken.media.peer")
 
 MEDIA_KINDS = ("audio", "video")
