@@ -8,12 +8,12 @@ file, its timestamps carried on by the wall clock.
 from __future__ import annotations
 
 import fractions
-import logging
 import time
 
 import av
 
-log = logging.getLogger("unbroken.client.recorder")
+from unbroken.media import rtc_internals
+
 
 FORMATS = {".ts": "mpegts", ".webm": "webm", ".mkv": "matroska"}
 MAX_PENDING = 300  # frames held while waiting for every track's first frame
@@ -24,25 +24,6 @@ def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
     if len(frame) >= 10 and not frame[0] & 1 and frame[3:6] == b"\x9d\x01\x2a":
         return (frame[6] | frame[7] << 8) & 0x3FFF, (frame[8] | frame[9] << 8) & 0x3FFF
     return None
-
-
-class _TeeQueue:
-    """Stands in for an aiortc receiver's decoder queue: records, then passes on."""
-
-    def __init__(self, inner, on_frame) -> None:
-        self._inner = inner
-        self._on_frame = on_frame
-
-    def put(self, item) -> None:
-        if item is not None:
-            try:
-                self._on_frame(*item)
-            except Exception:
-                log.exception("recording a frame failed")
-        self._inner.put(item)
-
-    def get(self, *args, **kwargs):
-        return self._inner.get(*args, **kwargs)
 
 
 class EncodedRecorder:
@@ -65,15 +46,14 @@ class EncodedRecorder:
         """Record what this peer connection's receivers get (call before connecting).
 
         Frames are taken where aiortc hands them to its decoder thread (a private
-        hook of aiortc 1.16, like those in unbroken.media.rtc_internals)."""
+        hook of aiortc 1.16, in unbroken.media.rtc_internals)."""
         self._bases = {}
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             kind = transceiver.kind
             self._expected.add(kind)
-            inner = receiver._RTCRtpReceiver__decoder_queue
-            receiver._RTCRtpReceiver__decoder_queue = _TeeQueue(
-                inner, lambda codec, frame, kind=kind: self._frame(kind, codec, frame))
+            rtc_internals.tee_decoder_queue(
+                receiver, lambda codec, frame, kind=kind: self._frame(kind, codec, frame))
 
     def _frame(self, kind: str, codec, frame) -> None:
         name = codec.mimeType.split("/")[1].lower()

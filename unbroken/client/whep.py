@@ -6,27 +6,25 @@ benchmarks) nothing is depayloaded or decoded: RTP packets are only counted,
 video frames by the RTP marker bit; such a viewer sends no receiver reports,
 NACKs or PLIs.
 
-Both modes count packets through a private aiortc hook: the
-``RTCRtpReceiver._handle_rtp_packet`` coroutine, which ``RTCDtlsTransport``
-calls for each decrypted RTP packet, is replaced per receiver by a counting
-coroutine (that calls the original only when decoding). aiortc is pinned, and
-``_check_receiver_hook`` fails loudly if the hook disappears.
+Both modes count packets through a private aiortc hook
+(``rtc_internals.tap_received_rtp``, whose ``check_hooks`` fails loudly if it
+disappears; aiortc is pinned).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections import deque
 from typing import Callable
 
 import av
-from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
 from unbroken.client.framecode import read_counter
+from unbroken.media import rtc_internals
 from unbroken.client.whip import OfferAnswerSession, WhipError
 from unbroken.protocol.whip_whep import WAIT_LIVE_MS
 
@@ -119,19 +117,18 @@ class WhepViewer(OfferAnswerSession):
                     audio_frames=self.audio_frames, fps=self.fps(), codec=self.codec)
 
     def _add_transceivers(self, pc: RTCPeerConnection) -> None:
-        _check_receiver_hook()
+        rtc_internals.check_hooks()
         kinds = [k for k, wanted in (("video", self.video), ("audio", self.audio)) if wanted]
         for kind in kinds:
             receiver = pc.addTransceiver(kind, direction="recvonly").receiver
-            receiver._handle_rtp_packet = self._rtp_counter(kind, receiver)
+            rtc_internals.tap_received_rtp(receiver, self._rtp_counter(kind), self.decode)
         if self.decode:
             pc.on("track", self._consume)
 
-    def _rtp_counter(self, kind: str, receiver: RTCRtpReceiver):
-        """A stand-in for ``receiver._handle_rtp_packet`` that counts packets first."""
-        original = receiver._handle_rtp_packet
+    def _rtp_counter(self, kind: str) -> Callable[[RtpPacket], None]:
+        """Counts each received RTP packet of `kind` (and, without decoding, its frames)."""
 
-        async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        def count(packet: RtpPacket) -> None:
             self.packets += 1
             self.bytes += len(packet.payload)
             if kind == "video":
@@ -142,10 +139,8 @@ class WhepViewer(OfferAnswerSession):
                         self._video_frame_arrived(None)
             elif not self.decode:
                 self.audio_frames += 1
-            if self.decode:
-                await original(packet, arrival_time_ms)
 
-        return handle_rtp_packet
+        return count
 
     def _consume(self, track: MediaStreamTrack) -> None:
         self._tasks.append(asyncio.ensure_future(self._read_track(track)))
@@ -177,11 +172,3 @@ class WhepViewer(OfferAnswerSession):
     async def _wait_progress(self) -> None:
         self._progress.clear()
         await self._progress.wait()
-
-
-def _check_receiver_hook() -> None:
-    hook = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
-    if hook is None or not inspect.iscoroutinefunction(hook):
-        raise RuntimeError("aiortc RTCRtpReceiver._handle_rtp_packet is gone: "
-                           "the WHEP viewer's packet counter needs it (aiortc 1.16 pinned)")
-

@@ -19,20 +19,27 @@ from aiortc.rtp import (
 from .history import PacketHistory
 from .munger import RtpMunger
 from .packet import ForwardPacket, OutputProfile
-from .rtc_internals import PacketWriter
+from .rtc_internals import PacketWriter, set_sender_report_source
+from .sink import SenderReports, TrackSink
 
+__all__ = ["DownTrack"]
 
 MAX_HELD_PACKETS = 300
 
 
-class DownTrack:
+class DownTrack(TrackSink):
+    """One subscriber's track of one kind: owns its sequence/timestamp rewriting (munger),
+    its send history for NACK → RTX, its hold of packets until the connection is up, its
+    RTCP from the subscriber (NACK, PLI/FIR, receiver reports) and the values of its
+    sender reports."""
+
     def __init__(self, kind: str, mime: str, profile: OutputProfile, ssrc: int,
                  clock_rate: int, writer: PacketWriter, request_keyframe: Callable[[], None],
                  rtx_payload_type: int | None = None, rtx_ssrc: int | None = None,
                  sender=None) -> None:
         self.kind = kind
         self.mime = mime
-        self.sender = sender  # the aiortc sender whose sender reports we feed
+        self.sender = sender  # the aiortc sender whose sender reports we feed (or None)
         self.profile = profile
         self.ssrc = ssrc
         self.rtx_payload_type = rtx_payload_type
@@ -136,6 +143,12 @@ class DownTrack:
             sent = self.writer.write(fp.template(self.profile), seq, ts, self.ssrc)
         if sent:
             self.retransmits += 1
+
+    def update_sender_report(self, source_reports: SenderReports) -> None:
+        if self.sender is None or self.munger.source_ssrc is None:
+            return
+        ntp, rtp = self.sender_report_values(source_reports.get(self.munger.source_ssrc))
+        set_sender_report_source(self.sender, ntp, rtp, self.packets, self.octets)
 
     def sender_report_values(self, source_report: tuple[int, int] | None) -> tuple[int, int]:
         """(NTP time, outgoing RTP timestamp) of the last packet sent, for sender reports.

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from .packet import ForwardPacket
 
+__all__ = ["PacketHistory"]
+
 HISTORY_SIZE = 1024
 
 
 class PacketHistory:
+    """The packets one downtrack sent, by outgoing sequence number (a ring), for NACK → RTX."""
+
     __slots__ = ("_entries", "_mask")
 
     def __init__(self, size: int = HISTORY_SIZE) -> None:

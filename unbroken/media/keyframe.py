@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["h264_is_keyframe_start", "keyframe_detector", "vp8_is_keyframe_start"]
+
 H264_SPS = 7
 H264_IDR = 5
 H264_STAP_A = 24

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 
+__all__ = ["RtpMunger", "seq_delta"]
+
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
 # packets older than this (by sequence) than the newest forwarded one are dropped
@@ -23,6 +25,9 @@ def seq_delta(a: int, b: int) -> int:
 
 
 class RtpMunger:
+    """One downtrack's sequence-number and timestamp rewrite: continuous output across
+    sources, anchored on each source's first forwarded packet."""
+
     __slots__ = ("clock_rate", "seq_offset", "ts_offset", "source_ssrc", "anchored",
                  "highest_in_seq", "start_in_seq", "last_out_seq", "last_out_ts",
                  "last_out_time")

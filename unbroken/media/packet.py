@@ -12,6 +12,8 @@ import weakref
 
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
+__all__ = ["ForwardPacket", "OutputProfile"]
+
 
 class OutputProfile:
     """How one subscriber's track wants its packets: payload type, mid, extension ids.
@@ -41,6 +43,9 @@ class OutputProfile:
 
 
 class ForwardPacket:
+    """One ingested RTP packet as shared by every sink: its fields, payload, and the
+    serialized header templates built once per OutputProfile."""
+
     __slots__ = ("ssrc", "sequence_number", "timestamp", "marker", "payload", "padding_size",
                  "audio_level", "abs_send_time", "keyframe_start", "arrival", "_templates")
 

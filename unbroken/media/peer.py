@@ -22,6 +22,8 @@ from .packet import OutputProfile
 from .receiver import TrackReceiver
 from .stream import Source, Stream
 
+__all__ = ["FORWARDED_MIME_TYPES", "NegotiationError", "Peer", "PublisherPeer", "SubscriberPeer"]
+
 log = logging.getLogger("unbroken.media.peer")
 
 MEDIA_KINDS = ("audio", "video")
@@ -198,7 +200,7 @@ class SubscriberPeer(Peer):
             if media_codecs:
                 self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
         for track in self.downtracks.values():
-            self.stream.add_downtrack(track)
+            self.stream.add_sink(track)
             track.start()
         return answer
 
@@ -214,7 +216,7 @@ class SubscriberPeer(Peer):
         sender = transceiver.sender
         kind = transceiver.kind
         track = DownTrack(
-            kind, codec.mimeType.lower(), profile, sender._ssrc, codec.clockRate,
+            kind, codec.mimeType.lower(), profile, rtc_internals.sender_ssrc(sender), codec.clockRate,
             rtc_internals.PacketWriter(sender.transport),
             request_keyframe=lambda: self.stream.request_keyframe(kind),
             rtx_payload_type=rtx.payloadType if rtx else None,
@@ -225,4 +227,4 @@ class SubscriberPeer(Peer):
 
     def _detach(self) -> None:
         for track in self.downtracks.values():
-            self.stream.remove_downtrack(track)
+            self.stream.remove_sink(track)

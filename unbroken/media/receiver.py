@@ -13,6 +13,8 @@ from .keyframe import keyframe_detector
 from .packet import ForwardPacket
 from .stats import IngestStats
 
+__all__ = ["KEYFRAME_REQUEST_INTERVAL", "MAX_SEQUENCE_GAP", "TrackReceiver"]
+
 # fewest seconds between two keyframe requests sent to the publisher
 KEYFRAME_REQUEST_INTERVAL = 0.25
 # packets lost in one run beyond which subscribers skip the hole (e.g. the publisher's path
@@ -22,6 +24,9 @@ MAX_SEQUENCE_GAP = 30
 
 
 class TrackReceiver:
+    """Ingest of one published track: owns its codec, keyframe detection and throttled
+    keyframe requests, ingest stats and the publisher's sender reports."""
+
     def __init__(self, kind: str, codecs: dict[int, RTCRtpCodecParameters],
                  primary: RTCRtpCodecParameters,
                  send_keyframe_request: Callable[[int], None]) -> None:

@@ -12,30 +12,117 @@ packets instead, we:
   the DTLS transport's SRTP session (libsrtp called through pylibsrtp's binding,
   and asyncio's UDP socket, both private too).
 
-`check_hooks()` fails loudly if an aiortc upgrade moved any of these.
+The SDK's WHEP viewer and recorder need two hooks of their own (counting received
+RTP packets, copying encoded frames on their way to the decoder): they are here too,
+under "client side", so that this module is the only one that touches a private name.
+
+`HOOKS` lists every private name used here; `check_hooks()` (run at node start and by
+the tests) fails with the missing hooks named if an aiortc upgrade moved any of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import logging
+import re
 import struct
+from asyncio import selector_events
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+import aiortc
+import pylibsrtp
+from aioice.ice import CandidatePair, Connection
+from aiortc import (RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender,
+                    RTCRtpTransceiver)
 from aiortc.codecs import is_rtx
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
+
+__all__ = [
+    "HOOKS", "MissingHook", "PacketWriter", "SilentTrack", "check_hooks",
+    "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
+    "send_pli", "sender_rtx_ssrc", "sender_ssrc", "set_sender_report_source",
+    "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
+    "tap_received_rtp", "tee_decoder_queue",
+]
+
+log = logging.getLogger("unbroken.media.rtc_internals")
 
 srtp_protect = srtp_lib.srtp_protect
 _pack_seq_ts_ssrc = struct.Struct("!HII").pack_into
 
 RtpTap = Callable[[RtpPacket], None]
 RtcpHandler = Callable[[Any], Awaitable[None]]
+FrameTap = Callable[[RTCRtpCodecParameters, Any], None]
+
+# Every private name used in this module: (owner, name as the owner's source spells it,
+# what we use it for). A name is there if the class has it (methods) or its source assigns
+# it (instance attributes).
+HOOKS: tuple[tuple[type, str, str], ...] = (
+    (RTCRtpReceiver, "__jitter_buffer", "tap_receiver: ingest packets after RTX/NACK"),
+    (RTCRtpReceiver, "__stop_decoder", "tap_receiver: no decoding at ingest"),
+    (RTCRtpReceiver, "_handle_rtcp_packet", "wrap_receiver_rtcp: publishers' sender reports"),
+    (RTCRtpReceiver, "_send_rtcp_pli", "send_pli: keyframe requests to publishers"),
+    (RTCRtpReceiver, "_handle_rtp_packet", "tap_received_rtp: the SDK viewer's counter"),
+    (RTCRtpReceiver, "__decoder_queue", "tee_decoder_queue: the SDK recorder"),
+    (RTCRtpSender, "_ssrc", "sender_ssrc: a subscriber track's SSRC"),
+    (RTCRtpSender, "_rtx_ssrc", "sender_rtx_ssrc: a subscriber track's RTX SSRC"),
+    (RTCRtpSender, "_handle_rtcp_packet", "take_over_sender_rtcp: subscribers' NACK/PLI"),
+    (RTCRtpSender, "__ntp_timestamp", "set_sender_report_source"),
+    (RTCRtpSender, "__rtp_timestamp", "set_sender_report_source"),
+    (RTCRtpSender, "__packet_count", "set_sender_report_source"),
+    (RTCRtpSender, "__octet_count", "set_sender_report_source"),
+    (RTCRtpTransceiver, "_codecs", "negotiated_codecs, restrict_answer_codecs"),
+    (RTCRtpTransceiver, "_headerExtensions", "negotiated_header_extensions"),
+    (RTCDtlsTransport, "_tx_srtp", "PacketWriter: the outgoing SRTP session"),
+    (RTCIceTransport, "_connection", "PacketWriter: the ICE connection"),
+    (Connection, "_nominated", "PacketWriter: the nominated candidate pair"),
+    (CandidatePair, "protocol", "PacketWriter: the pair's UDP protocol"),
+    (CandidatePair, "remote_addr", "PacketWriter: the pair's remote address"),
+    (selector_events._SelectorTransport, "_sock", "PacketWriter: the UDP socket"),
+    (pylibsrtp.Session, "_srtp", "PacketWriter: libsrtp's srtp_t"),
+)
+
+# How those names are used, where our stand-ins must fit: (owner, source line, hook).
+CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
+    (RTCRtpReceiver, "pli_flag, encoded_frame = self.__jitter_buffer.add(packet)",
+     "the jitter buffer's add(packet) -> (pli_flag, encoded_frame)"),
+    (RTCRtpReceiver, "self.__decoder_queue.put((codec, encoded_frame))",
+     "decoder queue items (codec, encoded_frame)"),
+)
+
+
+class MissingHook(RuntimeError):
+    """aiortc (or what it runs on) no longer has a private name this module relies on."""
+
+
+def _has(owner: type, name: str) -> bool:
+    mangled = f"_{owner.__name__.lstrip('_')}{name}" if name.startswith("__") else name
+    if hasattr(owner, mangled):
+        return True
+    return re.search(rf"self\.{re.escape(name)}\s*[:=]", inspect.getsource(owner)) is not None
+
+
+@functools.cache
+def check_hooks() -> None:
+    """Raise MissingHook naming every private hook of `HOOKS` and `CALL_SHAPES` that is
+    gone (aiortc is pinned exactly; an upgrade must pass this first)."""
+    missing = [f"{owner.__qualname__}.{name} ({use})" for owner, name, use in HOOKS
+               if not _has(owner, name)]
+    missing += [f"{owner.__qualname__}: {use}" for owner, line, use in CALL_SHAPES
+                if line not in inspect.getsource(owner)]
+    if not str(srtp_ffi.typeof(srtp_protect).cname).startswith("srtp_err_status_t(*)"):
+        missing.append("pylibsrtp._binding.lib.srtp_protect (PacketWriter)")
+    if missing:
+        raise MissingHook(f"aiortc {aiortc.__version__} lacks private hooks unbroken relies "
+                          "on (it is pinned to 1.16.0): " + "; ".join(missing))
 
 
 class _JitterBufferTap:
@@ -113,6 +200,10 @@ def set_sender_report_source(
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
     sender._RTCRtpSender__packet_count = packets
     sender._RTCRtpSender__octet_count = octets
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    return sender._ssrc
 
 
 def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
@@ -239,28 +330,43 @@ class PacketWriter:
         return True
 
 
-def check_hooks() -> None:
-    """Raise AssertionError if aiortc's private hooks we rely on have moved."""
-    import inspect
+# --- client side (the SDK's WHEP viewer and recorder) ------------------------------------
 
-    from aiortc import rtcrtpreceiver, rtcrtpsender
+def tap_received_rtp(receiver: RTCRtpReceiver, on_packet: RtpTap, decode: bool) -> None:
+    """Call `on_packet(packet)` for every decrypted RTP packet routed to `receiver`; with
+    `decode` False the receiver itself never sees them (no decoding, no RTCP feedback)."""
+    original = receiver._handle_rtp_packet
 
-    receiver_src = inspect.getsource(rtcrtpreceiver.RTCRtpReceiver)
-    for name in ("self.__jitter_buffer.add(packet)", "def __stop_decoder", "async def receive",
-                 "self.__rtcp_ssrc", "async def _send_rtcp_pli", "_handle_rtcp_packet"):
-        assert name in receiver_src, f"aiortc RTCRtpReceiver lost {name}"
-    sender_src = inspect.getsource(rtcrtpsender.RTCRtpSender)
-    for name in ("self.__ntp_timestamp", "self.__rtp_timestamp", "self.__packet_count",
-                 "self.__octet_count", "self._rtx_ssrc", "_handle_rtcp_packet"):
-        assert name in sender_src, f"aiortc RTCRtpSender lost {name}"
-    assert hasattr(RTCDtlsTransport, "_send_rtp")
-    jb_add = inspect.signature(JitterBuffer.add)
-    assert list(jb_add.parameters) == ["self", "packet"], "JitterBuffer.add changed"
-    from aioice.ice import CandidatePair, Connection
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        on_packet(packet)
+        if decode:
+            await original(packet, arrival_time_ms)
 
-    assert "_nominated" in inspect.getsource(Connection.__init__)
-    assert "protocol" in inspect.signature(CandidatePair.__init__).parameters
-    import pylibsrtp
+    receiver._handle_rtp_packet = handle_rtp_packet
 
-    assert "self._srtp = " in inspect.getsource(pylibsrtp.Session.__init__)
-    assert srtp_ffi.typeof(srtp_protect).cname.startswith("srtp_err_status_t(*)")
+
+class _DecoderQueueTee:
+    """Stands in for a receiver's decoder queue: hands each encoded frame to a tap, then
+    passes it on to the decoder thread."""
+
+    def __init__(self, inner, on_frame: FrameTap) -> None:
+        self._inner = inner
+        self._on_frame = on_frame
+
+    def put(self, item) -> None:
+        if item is not None:
+            try:
+                self._on_frame(*item)
+            except Exception:
+                log.exception("a decoder queue tap failed")
+        self._inner.put(item)
+
+    def get(self, *args, **kwargs):
+        return self._inner.get(*args, **kwargs)
+
+
+def tee_decoder_queue(receiver: RTCRtpReceiver, on_frame: FrameTap) -> None:
+    """Call `on_frame(codec, encoded_frame)` for every frame `receiver` hands to its
+    decoder (call before the receiver starts)."""
+    receiver._RTCRtpReceiver__decoder_queue = _DecoderQueueTee(
+        receiver._RTCRtpReceiver__decoder_queue, on_frame)

@@ -6,6 +6,8 @@ import time
 
 from .munger import seq_delta
 
+__all__ = ["IngestStats", "RateWindow"]
+
 
 class RateWindow:
     """Counts events and sizes over the last completed one-second window."""

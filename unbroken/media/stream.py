@@ -10,20 +10,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from enum import StrEnum
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from .downtrack import DownTrack
 from .packet import ForwardPacket
 from .receiver import TrackReceiver
+from .sink import TrackSink
+
+__all__ = ["KINDS", "Source", "Stream", "StreamEvent"]
 
 log = logging.getLogger("unbroken.media.stream")
 
 KINDS = ("audio", "video")
 
 
+class StreamEvent(StrEnum):
+    """What a stream tells its listeners."""
+
+    ACTIVE = "active"  # a source attached
+    INACTIVE = "inactive"  # the source went away
+    CODEC = "codec"  # the source's codec changed: sinks set up for another one were dropped
+
+
 class Source:
-    """The tracks of one publisher, as attached to a stream."""
+    """The tracks (TrackReceivers) of one publisher, as attached to a stream."""
 
     def __init__(self, source_id: str, receivers: dict[str, TrackReceiver]) -> None:
         self.id = source_id
@@ -39,15 +50,17 @@ class Source:
 
 
 class Stream:
+    """One stream name's fan-out: owns its current Source, its sinks per kind (fed every
+    packet of that source), and its listeners (told of StreamEvents)."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.source: Source | None = None
         self.created_at = time.monotonic()
-        # per kind: the subscribers' tracks, replaced (not mutated) on change
-        self._downtracks: dict[str, tuple[DownTrack, ...]] = {k: () for k in KINDS}
+        # per kind: the sinks, replaced (not mutated) on change
+        self._sinks: dict[str, tuple[TrackSink, ...]] = {k: () for k in KINDS}
         self.subscriber_ids: set[str] = set()
-        # called with ("active" | "inactive" | "codec", stream)
-        self.listeners: list[Callable[[str, "Stream"], None]] = []
+        self.listeners: list[Callable[[StreamEvent, "Stream"], None]] = []
 
     @property
     def live(self) -> bool:
@@ -65,27 +78,27 @@ class Stream:
             receiver.on_packet = self._forwarder(kind, source)
             receiver.on_codec_change = lambda codec: self._drop_mismatched_codecs()
             receiver.on_discontinuity = lambda kind=kind: self._skip_hole(kind)
-        self._emit("active")
+        self._emit(StreamEvent.ACTIVE)
         self._drop_mismatched_codecs()
 
     def _skip_hole(self, kind: str) -> None:
         """The source lost a long run of packets: subscribers continue from its next
         keyframe (audio: next packet) with contiguous sequence numbers."""
-        for track in self._downtracks[kind]:
-            track.source_changed()
+        for sink in self._sinks[kind]:
+            sink.source_changed()
 
     def _drop_mismatched_codecs(self) -> None:
-        """Stop feeding subscriber tracks negotiated for another codec than the source's;
-        the "codec" event tells their owners to renegotiate."""
+        """Stop feeding sinks set up for another codec than the source's; the CODEC event
+        tells their owners (to renegotiate, or set up new ones)."""
         changed = False
         for kind, codec in self.codecs().items():
             mime = codec.mimeType.lower()
-            kept = tuple(t for t in self._downtracks[kind] if t.mime == mime)
-            if len(kept) != len(self._downtracks[kind]):
-                self._downtracks[kind] = kept
+            kept = tuple(s for s in self._sinks[kind] if s.mime == mime)
+            if len(kept) != len(self._sinks[kind]):
+                self._sinks[kind] = kept
                 changed = True
         if changed:
-            self._emit("codec")
+            self._emit(StreamEvent.CODEC)
 
     def detach(self, source: Source) -> None:
         if self.source is not source:
@@ -95,53 +108,46 @@ class Stream:
             receiver.on_discontinuity = None
         self.source = None
         for kind in KINDS:
-            for track in self._downtracks[kind]:
-                track.source_changed()
-        self._emit("inactive")
+            for sink in self._sinks[kind]:
+                sink.source_changed()
+        self._emit(StreamEvent.INACTIVE)
 
     def _forwarder(self, kind: str, source: Source) -> Callable[[ForwardPacket], None]:
         def forward(packet: ForwardPacket) -> None:
             if self.source is not source:
                 return
             now = packet.arrival
-            for track in self._downtracks[kind]:
+            for sink in self._sinks[kind]:
                 try:
-                    track.write(packet, now)
+                    sink.write(packet, now)
                 except Exception:  # one broken subscriber must not stop the others
                     log.exception("forwarding to a subscriber failed")
 
         return forward
 
-    def add_downtrack(self, track: DownTrack) -> None:
-        self._downtracks[track.kind] = self._downtracks[track.kind] + (track,)
+    def add_sink(self, sink: TrackSink) -> None:
+        self._sinks[sink.kind] = self._sinks[sink.kind] + (sink,)
 
-    def remove_downtrack(self, track: DownTrack) -> None:
-        self._downtracks[track.kind] = tuple(t for t in self._downtracks[track.kind]
-                                             if t is not track)
+    def remove_sink(self, sink: TrackSink) -> None:
+        self._sinks[sink.kind] = tuple(s for s in self._sinks[sink.kind] if s is not sink)
 
-    def downtracks(self, kind: str) -> tuple[DownTrack, ...]:
-        return self._downtracks[kind]
+    def sinks(self, kind: str) -> tuple[TrackSink, ...]:
+        return self._sinks[kind]
 
     def request_keyframe(self, kind: str = "video") -> None:
         if self.source is not None and kind in self.source.receivers:
             self.source.receivers[kind].request_keyframe()
 
-    def refresh_sender_reports(self) -> list[tuple[DownTrack, int, int]]:
-        """(track, ntp, rtp) sender-report values for every subscriber track."""
-        out = []
+    def update_sender_reports(self) -> None:
+        """Hand every sink the source's latest sender reports (subscriber tracks derive
+        their own sender reports from them)."""
         for kind in KINDS:
             receiver = self.source.receivers.get(kind) if self.source else None
-            for track in self._downtracks[kind]:
-                if track.munger.source_ssrc is None:
-                    continue
-                report = None
-                if receiver is not None:
-                    report = receiver.sender_reports.get(track.munger.source_ssrc)
-                ntp, rtp = track.sender_report_values(report)
-                out.append((track, ntp, rtp))
-        return out
+            reports = receiver.sender_reports if receiver is not None else {}
+            for sink in self._sinks[kind]:
+                sink.update_sender_report(reports)
 
-    def _emit(self, event: str) -> None:
+    def _emit(self, event: StreamEvent) -> None:
         for listener in list(self.listeners):
             try:
                 listener(event, self)

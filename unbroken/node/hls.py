@@ -30,7 +30,9 @@ import time
 from aiohttp import web
 
 from unbroken.media.hls import HlsPackager, HlsSettings
-from unbroken.media.stream import KINDS, Stream
+from unbroken.media.packet import ForwardPacket
+from unbroken.media.sink import TrackSink
+from unbroken.media.stream import KINDS, Stream, StreamEvent
 
 from .http_common import CORS_HEADERS, HttpError, stream_name
 
@@ -38,20 +40,12 @@ log = logging.getLogger("unbroken.node.hls")
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
-WATCH_INTERVAL = 0.1
 PLAYLIST_CACHE = "no-cache"
 SEGMENT_CACHE = "public, max-age=3600, immutable"
 
 
-class _NoMunger:
-    source_ssrc = None  # the stream's sender-report pass skips tracks without one
-
-
-class HlsTap:
-    """The packager as a stream subscriber track: hands every packet to the packager."""
-
-    munger = _NoMunger()
-    sender = None
+class HlsTap(TrackSink):
+    """The packager as a stream sink of one kind: hands every packet to the packager."""
 
     def __init__(self, kind: str, mime: str, clock_rate: int, packager: HlsPackager) -> None:
         self.kind = kind
@@ -59,15 +53,13 @@ class HlsTap:
         self.clock_rate = clock_rate
         self.packager = packager
 
-    def write(self, fp, now: float) -> None:
-        self.packager.push(self.kind, self.mime, self.clock_rate, fp)
-
-    def source_changed(self) -> None:
-        pass  # the stream listener tells the packager
+    def write(self, packet: ForwardPacket, now: float) -> None:
+        self.packager.push(self.kind, self.mime, self.clock_rate, packet)
 
 
 class StreamHls:
-    """HLS of one stream name, across the Stream objects and publishers it sees."""
+    """HLS of one stream name, across the Stream objects and publishers it sees: owns its
+    packager, its taps on the current Stream, and the timers that end or stop it."""
 
     def __init__(self, service: "HlsService", name: str) -> None:
         self.service = service
@@ -84,6 +76,10 @@ class StreamHls:
         self.closed = False
         self.waiters = 0  # requests held until the playlist or a part is there
         self._changed = asyncio.Event()
+        self._end_timer: asyncio.TimerHandle | None = None
+        self._idle_timer = self.loop.call_later(service.config.hls_idle_timeout,
+                                                self._check_idle)
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # feeding -----------------------------------------------------------------------
     def attach(self, stream: Stream) -> None:
@@ -91,17 +87,14 @@ class StreamHls:
             return
         self._detach()
         self.stream = stream
-        stream.listeners.append(self._on_stream_event)
         if stream.live:
             self._new_source()
 
     def _detach(self) -> None:
         if self.stream is None:
             return
-        if self._on_stream_event in self.stream.listeners:
-            self.stream.listeners.remove(self._on_stream_event)
         for tap in self.taps.values():
-            self.stream.remove_downtrack(tap)
+            self.stream.remove_sink(tap)
         self.taps = {}
         self.stream = None
 
@@ -109,43 +102,68 @@ class StreamHls:
         stream = self.stream
         codecs = stream.codecs()
         for tap in self.taps.values():
-            stream.remove_downtrack(tap)
+            stream.remove_sink(tap)
         self.taps = {}
         for kind in KINDS:
             codec = codecs.get(kind)
             if codec is not None:
                 tap = HlsTap(kind, codec.mimeType.lower(), codec.clockRate, self.packager)
-                stream.add_downtrack(tap)
+                stream.add_sink(tap)
                 self.taps[kind] = tap
         self.packager.set_source({k: t.mime for k, t in self.taps.items()})
         self.gone_since = None
+        _cancel(self._end_timer)
         if self.ended_at is None:
             stream.request_keyframe("video")
 
-    def _on_stream_event(self, event: str, stream: Stream) -> None:
-        if stream is not self.stream or self.closed:
+    def on_stream_event(self, event: StreamEvent, stream: Stream) -> None:
+        """An event of a stream with this entry's name (maybe a new Stream object)."""
+        if self.closed or self.ended_at is not None:
             return
-        if event == "active":
-            self._new_source()
-        elif event == "codec":
+        if event is StreamEvent.ACTIVE:
+            if stream is self.stream:
+                self._new_source()
+            else:
+                self.attach(stream)
+        elif stream is not self.stream:
+            return
+        elif event is StreamEvent.CODEC:
             codecs = stream.codecs()
             if any(codecs.get(k) is None or codecs[k].mimeType.lower() != t.mime
                    for k, t in self.taps.items()) or set(codecs) != set(self.taps):
                 self._new_source()
-        elif event == "inactive":
+        elif event is StreamEvent.INACTIVE and self.gone_since is None:
             self.packager.set_source(None)
-            if self.gone_since is None:
-                self.gone_since = time.monotonic()
+            self.gone_since = time.monotonic()
+            self._end_timer = self.loop.call_later(self.service.config.hls_end_grace,
+                                                   self.end)
 
     def end(self) -> None:
         if self.ended_at is None:
             self.ended_at = time.monotonic()
             self._detach()
             self.packager.end()
+            self._linger_timer = self.loop.call_later(
+                self.service.linger, self.service.expire, self, "ended")
             log.info("hls ended", extra={"stream": self.name})
+
+    def _check_idle(self) -> None:
+        """Stop an on-demand (or transcoding) packaging nobody requested for a while."""
+        timeout = self.service.config.hls_idle_timeout
+        idle_for = time.monotonic() - self.last_request
+        if self.ended_at is not None:
+            return
+        if not self.waiters and idle_for > timeout and (
+                self.service.config.hls == "on_demand" or self.packager.mode == "transcode"):
+            self.service.expire(self, "idle")
+            return
+        wait = timeout - idle_for if not self.waiters and idle_for < timeout else timeout
+        self._idle_timer = self.loop.call_later(max(wait, 0.0) + 0.01, self._check_idle)
 
     def close(self) -> None:
         self.closed = True
+        for timer in (self._end_timer, self._idle_timer, self._linger_timer):
+            _cancel(timer)
         self._detach()
         self.packager.close(timeout=0)
         self._notify()
@@ -169,6 +187,8 @@ class StreamHls:
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        if not self.closed and not self.packager.alive:
+            self.service.expire(self, "worker died")
 
     async def wait_for(self, condition, timeout: float) -> bool:
         """Wait until `condition()` holds (re-checked on every playlist change). A waiting
@@ -191,7 +211,15 @@ class StreamHls:
             self.last_request = time.monotonic()
 
 
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+
+
 class HlsService:
+    """The node's HLS: one StreamHls per packaged stream name, started on request (or, with
+    ``hls = always``, when an H264 stream goes live), told of every stream's events."""
+
     def __init__(self, state, config) -> None:
         self.state = state
         self.config = config
@@ -201,17 +229,21 @@ class HlsService:
                                     x264_preset=config.hls_x264_preset)
         self.settings.validate()
         self.entries: dict[str, StreamHls] = {}
-        self._task: asyncio.Task | None = None
         self.linger = 2 * max(self.settings.target_duration,
                               self.settings.window * self.settings.segment_duration)
 
     async def start(self) -> None:
-        if self.config.hls != "off":
-            self._task = asyncio.create_task(self._watch())
+        if self.config.hls == "off":
+            return
+        self.state.stream_listeners.append(self._on_stream_event)
+        for stream in list(self.state.streams.values()):  # any that came before us
+            stream.listeners.append(self._on_stream_event)
+            if stream.live:
+                self._on_stream_event(StreamEvent.ACTIVE, stream)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        if self._on_stream_event in self.state.stream_listeners:
+            self.state.stream_listeners.remove(self._on_stream_event)
         for entry in list(self.entries.values()):
             entry.close()
         self.entries.clear()
@@ -242,44 +274,33 @@ class HlsService:
         log.info("hls started", extra={"stream": name})
         return entry
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL)
-            try:
-                self._check(time.monotonic())
-            except Exception:
-                log.exception("hls watch pass failed")
+    def _on_stream_event(self, event: StreamEvent, stream: Stream) -> None:
+        entry = self.entries.get(stream.name)
+        if entry is not None and entry.ended_at is None:
+            entry.on_stream_event(event, stream)
+        elif event is not StreamEvent.INACTIVE:
+            self._start_always(stream)
 
-    def _check(self, now: float) -> None:
-        config = self.config
-        if config.hls == "always":
-            for name, stream in list(self.state.streams.items()):
-                if stream.live and name not in self.entries and self._eligible_always(stream):
-                    self._create(name, stream)
-        for name, entry in list(self.entries.items()):
-            stream = self.state.streams.get(name)
-            if entry.ended_at is not None and stream is not None and stream.live \
-                    and config.hls == "always" and self._eligible_always(stream):
-                self._remove(name, "published again")
-                self._create(name, stream)
-                continue
-            if entry.ended_at is None and stream is not None and stream.live:
-                entry.attach(stream)
-                if entry.stream is stream and entry.gone_since is not None:
-                    entry._new_source()
-            elif entry.gone_since is None:
-                entry.gone_since = now
-                entry.packager.set_source(None)
-            idle = not entry.waiters and now - entry.last_request > config.hls_idle_timeout
-            if entry.ended_at is not None:
-                if now - entry.ended_at > self.linger:
-                    self._remove(name, "ended")
-            elif entry.gone_since is not None and now - entry.gone_since > config.hls_end_grace:
-                entry.end()
-            elif idle and (config.hls == "on_demand" or entry.packager.mode == "transcode"):
-                self._remove(name, "idle")
-            elif not entry.packager.alive:
-                self._remove(name, "worker died")
+    def _start_always(self, stream: Stream) -> None:
+        """With ``hls = always``: package a live, eligible stream (a new run if the last
+        one ended)."""
+        if self.config.hls != "always" or not stream.live or not self._eligible_always(stream):
+            return
+        entry = self.entries.get(stream.name)
+        if entry is not None:
+            if entry.ended_at is None:
+                return
+            self._remove(stream.name, "published again")
+        self._create(stream.name, stream)
+
+    def expire(self, entry: StreamHls, why: str) -> None:
+        """Stop `entry` (if still current); ``always`` starts the stream's next run."""
+        if self.entries.get(entry.name) is not entry:
+            return
+        self._remove(entry.name, why)
+        stream = self.state.streams.get(entry.name)
+        if stream is not None:
+            self._start_always(stream)
 
     def _remove(self, name: str, why: str) -> None:
         entry = self.entries.pop(name, None)

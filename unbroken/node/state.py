@@ -48,6 +48,8 @@ class NodeState:
         self.drain_listeners: list[Callable[[dict], None]] = []
         # called with (session, state) on every stream state change of a media session
         self.state_listeners: list[Callable[[MediaSession, StreamState], None]] = []
+        # added to every new stream's listeners (the HLS service)
+        self.stream_listeners: list = []
         self.started_at = time.time()
         self.live_waiters = LiveWaiters()
         self.watchdog = Watchdog(self)
@@ -67,7 +69,7 @@ class NodeState:
         stream = self.streams.get(name)
         if stream is None:
             stream = Stream(name)
-            stream.listeners.append(self._on_stream_event)
+            stream.listeners += [self._on_stream_event, *self.stream_listeners]
             self.streams[name] = stream
         return stream
 

@@ -8,7 +8,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from unbroken.media import rtc_internals
 from unbroken.media.peer import PublisherPeer
 from unbroken.protocol.endings import Ending
 
@@ -77,7 +76,4 @@ class Watchdog:
 
     def _refresh_sender_reports(self) -> None:
         for stream in self.state.streams.values():
-            for track, ntp, rtp in stream.refresh_sender_reports():
-                if track.sender is not None:
-                    rtc_internals.set_sender_report_source(
-                        track.sender, ntp, rtp, track.packets, track.octets)
+            stream.update_sender_reports()

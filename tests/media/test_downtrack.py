@@ -1,0 +1,114 @@
+import asyncio
+
+from aiortc.rtp import (RTCP_PSFB_PLI, RTCP_RTPFB_NACK, HeaderExtensionsMap, RtcpPsfbPacket,
+                        RtcpRtpfbPacket, RtpPacket)
+
+from unbroken.media.downtrack import MAX_HELD_PACKETS, DownTrack
+from unbroken.media.packet import ForwardPacket, OutputProfile
+
+OUT_SSRC = 5000
+
+
+class FakeWriter:
+    """Stands in for PacketWriter: records (seq, ts, ssrc) of what would be sent."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+        self.sent: list[tuple[int, int, int]] = []
+        self.plain: list[bytes] = []
+        self.dropped = 0
+
+    def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
+        self.sent.append((seq, ts, ssrc))
+        return True
+
+    def write_plain(self, data: bytes) -> bool:
+        self.plain.append(data)
+        return True
+
+
+def packet(seq, ts, keyframe=False, ssrc=1):
+    return ForwardPacket(RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts,
+                                   ssrc=ssrc, payload=b"\x10\x00" + bytes(20)), keyframe, 0.0)
+
+
+def track(kind="video", writer=None, rtx=False):
+    keyframe_requests = []
+    t = DownTrack(kind, "video/vp8", OutputProfile.shared(97, "0", HeaderExtensionsMap(), ()),
+                  OUT_SSRC, 90000, writer or FakeWriter(), lambda: keyframe_requests.append(1),
+                  rtx_payload_type=98 if rtx else None, rtx_ssrc=6000 if rtx else None)
+    return t, t.writer, keyframe_requests
+
+
+def test_video_starts_at_a_keyframe_with_its_own_numbering():
+    t, writer, requests = track()
+    t.write(packet(100, 9000), 0.0)  # not a keyframe: asks for one, sends nothing
+    assert writer.sent == [] and requests
+    t.write(packet(101, 12000, keyframe=True), 0.0)
+    t.write(packet(102, 15000), 0.0)
+    (s1, ts1, ssrc1), (s2, ts2, _) = writer.sent
+    assert ssrc1 == OUT_SSRC and (s2 - s1) & 0xFFFF == 1 and ts2 - ts1 == 3000
+    assert t.packets == 2
+
+
+def test_packets_are_held_from_the_latest_keyframe_until_connected():
+    writer = FakeWriter(ready=False)
+    t, _, requests = track(writer=writer)
+    t.start()
+    assert requests == [1]  # asked while connecting
+    for seq, key in ((10, True), (11, False), (12, True), (13, False)):
+        t.write(packet(seq, seq * 3000, keyframe=key), 0.0)
+    assert writer.sent == []
+    writer.ready = True
+    t.write(packet(14, 14 * 3000), 0.0)
+    assert len(writer.sent) == 3  # 12 (keyframe), 13, 14
+    assert requests == [1]  # the held keyframe serves: no second request
+
+
+def test_a_too_long_hold_gives_up_and_asks_again_when_connected():
+    writer = FakeWriter(ready=False)
+    t, _, requests = track(writer=writer)
+    t.write(packet(0, 0, keyframe=True), 0.0)
+    for seq in range(1, MAX_HELD_PACKETS + 2):
+        t.write(packet(seq, seq * 3000), 0.0)
+    writer.ready = True
+    t.write(packet(1000, 3_000_000), 0.0)
+    assert writer.sent == [] and requests  # waits for a fresh keyframe
+
+
+def test_a_new_source_continues_the_numbering():
+    t, writer, _ = track()
+    t.write(packet(100, 9000, keyframe=True), 0.0)
+    t.write(packet(101, 12000), 0.0)
+    t.source_changed()
+    t.write(packet(7, 500, keyframe=True, ssrc=2), 0.0)
+    seqs = [s for s, _, _ in writer.sent]
+    assert [(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:])] == [1, 1]
+
+
+def test_nack_is_answered_from_history_by_rtx_and_pli_asks_upstream():
+    t, writer, requests = track(rtx=True)
+    t.write(packet(100, 9000, keyframe=True), 0.0)
+    sent_seq = writer.sent[0][0]
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=OUT_SSRC)
+    nack.lost = [sent_seq, (sent_seq + 50) & 0xFFFF]  # the second was never sent
+
+    asyncio.run(t.handle_rtcp(nack))
+    assert t.nacks == 2 and t.retransmits == 1 and len(writer.plain) == 1
+    before = len(requests)
+    asyncio.run(t.handle_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=OUT_SSRC)))
+    assert len(requests) == before + 1 and t.keyframe_requests == 1
+
+
+def test_sender_report_follows_the_publishers_clock():
+    t, _, _ = track()
+    t.write(packet(100, 90_000, keyframe=True), 0.0)
+    ntp, rtp = t.sender_report_values((5 << 32, 0))  # publisher: ts 0 at NTP 5 s
+    assert ntp == 6 << 32  # 90 000 ticks later: one second on
+    assert rtp == t.munger.last_out_ts
+
+
+def test_sender_reports_are_fed_only_with_an_aiortc_sender():
+    t, _, _ = track()
+    t.write(packet(100, 90_000, keyframe=True), 0.0)
+    t.update_sender_report({1: (5 << 32, 0)})  # no sender: nothing to feed, no error

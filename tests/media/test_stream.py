@@ -1,0 +1,104 @@
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from unbroken.media.receiver import TrackReceiver
+from unbroken.media.sink import TrackSink
+from unbroken.media.stream import Source, Stream, StreamEvent
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+
+
+class RecordingSink(TrackSink):
+    def __init__(self, kind="video", mime="video/vp8") -> None:
+        self.kind = kind
+        self.mime = mime
+        self.packets = []
+        self.changes = 0
+        self.reports = []
+
+    def write(self, packet, now):
+        self.packets.append(packet.sequence_number)
+
+    def source_changed(self):
+        self.changes += 1
+
+    def update_sender_report(self, source_reports):
+        self.reports.append(dict(source_reports))
+
+
+class BrokenSink(RecordingSink):
+    def write(self, packet, now):
+        raise RuntimeError("broken subscriber")
+
+
+def source(name, codecs=(VP8, H264)):
+    receiver = TrackReceiver("video", {c.payloadType: c for c in codecs}, codecs[0],
+                             lambda ssrc: None)
+    return Source(name, {"video": receiver}), receiver
+
+
+def rtp(receiver, seq, pt=96, ssrc=1):
+    receiver.handle_rtp(RtpPacket(payload_type=pt, sequence_number=seq, ssrc=ssrc,
+                                  payload=b"\x90\x80\x01\x00"))
+
+
+def stream_with_events():
+    stream = Stream("s")
+    events = []
+    stream.listeners.append(lambda event, s: events.append(event))
+    return stream, events
+
+
+def test_packets_reach_every_sink_even_past_a_broken_one():
+    stream, events = stream_with_events()
+    src, receiver = source("a")
+    stream.attach(src)
+    good = RecordingSink()
+    stream.add_sink(BrokenSink())
+    stream.add_sink(good)
+    rtp(receiver, 1)
+    rtp(receiver, 2)
+    assert good.packets == [1, 2] and events == [StreamEvent.ACTIVE]
+    stream.remove_sink(good)
+    rtp(receiver, 3)
+    assert good.packets == [1, 2]
+
+
+def test_a_new_source_replaces_the_old_one_and_sinks_continue():
+    stream, events = stream_with_events()
+    old, old_receiver = source("a")
+    new, new_receiver = source("b")
+    sink = RecordingSink()
+    stream.attach(old)
+    stream.add_sink(sink)
+    stream.attach(new)
+    rtp(old_receiver, 1)  # the old publisher is no longer forwarded
+    rtp(new_receiver, 7, ssrc=2)
+    assert sink.packets == [7] and sink.changes == 1
+    assert events == [StreamEvent.ACTIVE, StreamEvent.INACTIVE, StreamEvent.ACTIVE]
+    stream.detach(new)
+    assert not stream.live and events[-1] is StreamEvent.INACTIVE and stream.idle
+
+
+def test_a_codec_change_drops_the_sinks_of_the_old_codec():
+    stream, events = stream_with_events()
+    src, receiver = source("a")
+    stream.attach(src)
+    vp8, h264 = RecordingSink(mime="video/vp8"), RecordingSink(mime="video/h264")
+    stream.add_sink(vp8)
+    stream.add_sink(h264)
+    rtp(receiver, 1, pt=102)  # the publisher switched to H264
+    assert events[-1] is StreamEvent.CODEC
+    assert stream.sinks("video") == (h264,)
+
+
+def test_sender_reports_reach_the_sinks():
+    stream, _ = stream_with_events()
+    src, receiver = source("a")
+    stream.attach(src)
+    sink = RecordingSink()
+    stream.add_sink(sink)
+    receiver.sender_reports[1] = (10, 20)
+    stream.update_sender_reports()
+    assert sink.reports == [{1: (10, 20)}]

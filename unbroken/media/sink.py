@@ -1,0 +1,36 @@
+"""The seam between a stream and what it feeds: each subscriber's WebRTC track, the HLS
+tap, a relay. The stream knows only this interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from .packet import ForwardPacket
+
+__all__ = ["SenderReports", "TrackSink"]
+
+# the publisher's latest sender report per source SSRC: (NTP time, RTP timestamp)
+SenderReports = Mapping[int, tuple[int, int]]
+
+
+class TrackSink(ABC):
+    """One consumer of one kind of a stream's forwarded packets.
+
+    It owns what it does with them; the stream owns when it is called: `write` for every
+    packet of the current source, `source_changed` when that source went away or skipped
+    a hole, `update_sender_report` periodically. `mime` is the codec it was set up for:
+    the stream stops feeding it when the source's codec changes."""
+
+    kind: str  # "audio" | "video"
+    mime: str  # lower-case, e.g. "video/h264"
+
+    @abstractmethod
+    def write(self, packet: ForwardPacket, now: float) -> None:
+        """Take one forwarded packet (called on the hot path: keep it cheap)."""
+
+    def source_changed(self) -> None:
+        """The packets that follow come from another source (or after a long hole)."""
+
+    def update_sender_report(self, source_reports: SenderReports) -> None:
+        """Refresh what this sink tells its receiver in RTCP sender reports, if anything."""
