@@ -9,6 +9,7 @@ from unbroken.manager.model import NodeLimits, NodeLoad, NodeRecord, NodeRole, N
 from unbroken.manager.store import ClusterEvent, EventKind
 
 EVENT_TIMEOUT_S = 3.0
+_SEQ: dict[str, int] = {}
 
 
 def record(
@@ -22,13 +23,18 @@ def record(
     cpu: float = 0.0,
     limits: NodeLimits = NodeLimits(),
     port: int = 9000,
+    seq: int | None = None,
 ) -> NodeRecord:
+    """A node record; `seq` counts up by itself per node unless given."""
+    if seq is None:
+        seq = _SEQ[node_id] = _SEQ.get(node_id, 0) + 1
     return NodeRecord(
         node_id=node_id,
         role=role,
         url=f"http://10.0.0.1:{port}",
         group=group,
         instance="boot-1",
+        seq=seq,
         state=state,
         load=NodeLoad(sessions=sessions, viewers=sessions, cpu=cpu),
         limits=limits,

@@ -164,13 +164,15 @@ class NodeRecord:
     process's boot id, so a restarted node is a new incarnation), `role`, `group`, the
     base `url` it advertises, its own lifecycle state, load, limits, the streams it
     carries (published here for an origin, pulled for an edge) and, for pulled streams,
-    the upstream node URL each one comes from."""
+    the upstream node URL each one comes from. `seq` counts the instance's heartbeats:
+    a record older than one already seen (an event that arrived late) is ignored."""
 
     node_id: str
     role: NodeRole
     url: str
     group: str = "default"
     instance: str = ""
+    seq: int = 0
     state: NodeState = NodeState.JOINING
     load: NodeLoad = field(default_factory=NodeLoad)
     limits: NodeLimits = field(default_factory=NodeLimits)
@@ -182,6 +184,8 @@ class NodeRecord:
             raise InvalidRecord("node_id must be 1-128 printable characters")
         if not self.url.startswith(("http://", "https://")):
             raise InvalidRecord("url must be an http(s) URL")
+        if self.seq < 0:
+            raise InvalidRecord("seq must not be negative")
         if not self.group or len(self.group) > 64:
             raise InvalidRecord("group must be 1-64 characters")
         if not self.state.reported_by_node:
@@ -204,6 +208,7 @@ class NodeRecord:
             "url": self.url,
             "group": self.group,
             "instance": self.instance,
+            "seq": self.seq,
             "state": self.state.value,
             "load": self.load.to_json(),
             "limits": self.limits.to_json(),
@@ -221,6 +226,7 @@ class NodeRecord:
             state = NodeState(data.get("state", NodeState.JOINING.value))
             node_id, url = data["node_id"], data["url"]
             group, instance = data.get("group", "default"), data.get("instance", "")
+            seq = data.get("seq", 0)
             streams = data.get("streams", [])
             upstreams = data.get("upstreams", {})
         except KeyError as e:
@@ -230,6 +236,8 @@ class NodeRecord:
         for name, value in (("node_id", node_id), ("url", url), ("group", group), ("instance", instance)):
             if not isinstance(value, str):
                 raise InvalidRecord(f"{name} must be a string")
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise InvalidRecord("seq must be an integer")
         if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
             raise InvalidRecord("streams must be a list of names")
         if not isinstance(upstreams, Mapping) or not all(
@@ -242,6 +250,7 @@ class NodeRecord:
             url=url,
             group=group,
             instance=instance,
+            seq=seq,
             state=state,
             load=NodeLoad.from_json(data.get("load", {})),
             limits=NodeLimits.from_json(data.get("limits", {})),
