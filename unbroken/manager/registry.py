@@ -348,6 +348,7 @@ class Registry:
                 await self._resync()
             else:
                 self.apply_event(event)
+                await asyncio.sleep(0)  # a burst of events never holds route decisions back
 
     async def _sweep(self) -> None:
         while True:
