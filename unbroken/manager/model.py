@@ -40,10 +40,6 @@ class NodeRole(enum.Enum):
     def takes_publishers(self) -> bool:
         return self in (NodeRole.ORIGIN, NodeRole.STANDALONE)
 
-    @property
-    def serves_viewers_by_default(self) -> bool:
-        return self in (NodeRole.EDGE, NodeRole.STANDALONE)
-
 
 class NodeState(enum.Enum):
     """A node's lifecycle as the manager sees it.
@@ -193,10 +189,6 @@ class NodeRecord:
         bad = [name for name in self.streams if not valid_stream_name(name)]
         if bad:
             raise InvalidRecord(f"invalid stream name {bad[0]!r}")
-
-    @property
-    def base_url(self) -> str:
-        return self.url.rstrip("/")
 
     def carries(self, stream: str) -> bool:
         return stream in self.streams
