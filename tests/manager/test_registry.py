@@ -128,6 +128,9 @@ async def test_suspect_is_out_of_routing_then_back_when_healthy(pair, check):
     await registry.heartbeat(record("o1"))
     assert registry.mark_suspect("o1", "proxied request failed")
     assert registry.view("o1").state is NodeState.SUSPECT
+    shown = registry.view("o1").to_json(registry.clock())
+    assert (shown["state"], shown["reported_state"]) == ("suspect", "serving")
+    assert 0 < shown["lease_left_s"] <= registry.lease_s
     assert not registry.view("o1").serving(registry.clock())
     assert not registry.mark_suspect("o1", "again")  # one check at a time
     await registry.heartbeat(record("o1"))  # a heartbeat does not clear it: the check does

@@ -11,6 +11,7 @@ import pytest
 
 from unbroken.manager.model import NodeLimits, NodeRole, NodeState
 from unbroken.manager.registry import NodeView, Registry
+from unbroken.manager.store import RedisStore
 from unbroken.manager.routing import (
     NoNodeAvailable,
     RouteAnswer,
@@ -295,3 +296,25 @@ async def test_router_play_answers_409_then_routes_once_live(managers):
     await router.registry.heartbeat(record("o1", streams=["cam"]))
     answer = await router.route_play("cam")
     assert answer == RouteAnswer(RouteKind.PLAY, "cam", "o1", NodeRole.ORIGIN, "http://10.0.0.1:9000")
+
+
+async def test_routes_still_answer_while_redis_is_down(redis_server):
+    store = RedisStore(redis_server.url, prefix="routing-down")
+    registry = Registry(store, _healthy)
+    await registry.start()
+    router = Router(registry, rng=rng())
+    try:
+        await registry.heartbeat(record("o1", streams=["cam"]))
+        await registry.heartbeat(record("e1", NodeRole.EDGE))
+        redis_server.kill()
+        assert (await router.route_play("cam")).node_id == "e1"  # the reservation is not shared
+        assert (await router.route_publish("cam")).node_id == "o1"  # the hot owner: no store
+        assert (await router.route_publish("new")).node_id == "o1"  # unclaimed until heartbeats
+        redis_server.start()
+        await registry.heartbeat(record("o1", streams=["cam", "new"]))
+        assert await store.origin_of("new") == "o1"
+    finally:
+        if redis_server.proc is None:
+            redis_server.start()
+        await registry.close()
+        await store.close()

@@ -119,6 +119,15 @@ class NodeView:
         """Live and taking new sessions."""
         return self.state is NodeState.SERVING and now < self.expires_at
 
+    def to_json(self, now: float) -> dict[str, object]:
+        """The record with the manager's verdict: effective state, lease left (s)."""
+        return {
+            **self.record.to_json(),
+            "state": self.state.value,
+            "reported_state": self.record.state.value,
+            "lease_left_s": round(max(0.0, self.expires_at - now), 3),
+        }
+
 
 class Registry:
     """Owns the hot view: node views by id, which nodes' records carry each stream, the
