@@ -11,7 +11,6 @@ import pytest
 
 from unbroken.manager.model import NodeLimits, NodeRole, NodeState
 from unbroken.manager.registry import NodeView, Registry
-from unbroken.manager.store import RedisStore
 from unbroken.manager.routing import (
     NoNodeAvailable,
     RouteAnswer,
@@ -24,6 +23,7 @@ from unbroken.manager.routing import (
     two_choices,
     under_limits,
 )
+from unbroken.manager.store import RedisStore
 
 from manager_helpers import record
 
