@@ -20,6 +20,10 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 WEB_FILE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.(html|js|css)$")
+# hls.js is an npm dependency of the project (package.json), never copied into the repo:
+# served from the project's node_modules when it is installed there, 404 otherwise
+HLSJS_DIST = WEB_DIR.parent.parent / "node_modules" / "hls.js" / "dist"
+VENDOR_FILES = {"hls.min.js": HLSJS_DIST, "hls.min.mjs": HLSJS_DIST, "hls.mjs": HLSJS_DIST}
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -33,6 +37,15 @@ async def web_file(request: web.Request) -> web.FileResponse:
     if not WEB_FILE.match(name) or not path.is_file():
         raise web.HTTPNotFound()
     return web.FileResponse(str(path))
+
+
+async def vendor_file(request: web.Request) -> web.FileResponse:
+    """Third-party browser modules installed with npm (only the names listed)."""
+    name = request.match_info["name"]
+    folder = VENDOR_FILES.get(name)
+    if folder is None or not (folder / name).is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(str(folder / name), headers={"Content-Type": "text/javascript"})
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -53,6 +66,7 @@ def create_app(config: NodeConfig) -> web.Application:
     hls.setup(app, state, config)
     app.router.add_get("/", index)
     app.router.add_get("/web/{name}", web_file)
+    app.router.add_get("/web/vendor/{name}", vendor_file)
 
     async def on_startup(app: web.Application) -> None:
         await state.start()

@@ -61,3 +61,44 @@ export function readCounter(video) {
   }
   return value;
 }
+
+/**
+ * Draw `value` as the 16-bit frame code (the layout readCounter reads) at the top-left.
+ * @param {CanvasRenderingContext2D} c
+ */
+export function drawCounter(c, value) {
+  for (let i = 0; i < BITS; i++) {
+    const bit = (value >> (BITS - 1 - i)) & 1;
+    c.fillStyle = bit ? '#fff' : '#000';
+    c.fillRect(BLOCK * i, 0, BLOCK, BLOCK);
+  }
+}
+
+/**
+ * A test source for publishers: a canvas video track showing a frame counter that grows by
+ * one per frame (and a moving bar, so encoders always have work), at `fps`.
+ * @returns {{stream: MediaStream, stop(): void, counter(): number}}
+ */
+export function counterStream({ width = 640, height = 360, fps = 30 } = {}) {
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  const c = canvas.getContext('2d');
+  let n = 0;
+  const draw = () => {
+    c.fillStyle = '#246';
+    c.fillRect(0, 0, width, height);
+    c.fillStyle = '#fc3';
+    c.fillRect((n * 8) % width, BLOCK + 20, 40, height - BLOCK - 40);
+    drawCounter(c, n & 0xffff);
+    n += 1;
+  };
+  draw();
+  const timer = setInterval(draw, 1000 / fps);
+  const stream = canvas.captureStream(fps);
+  return {
+    stream,
+    counter: () => n,
+    stop() { clearInterval(timer); stream.getTracks().forEach((t) => t.stop()); },
+  };
+}

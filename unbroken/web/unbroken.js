@@ -1,14 +1,20 @@
-// unbroken browser SDK: WHIP publish / WHEP play with plain RTCPeerConnection + fetch.
+// unbroken browser SDK: the browser twin of the Python SDK (unbroken/client/).
 // ES module, no build step. Served by the node at /web/unbroken.js.
 //
-//   import { publish, play } from '/web/unbroken.js';
-//   const pub = await publish({ stream: 'cam1', videoCodec: 'h264' });
-//   const view = await play({ stream: 'cam1', video: document.querySelector('video') });
-//   await view.stop(); await pub.stop();
+//   import { Publisher, Subscriber } from '/web/unbroken.js';
+//   const pub = new Publisher({ urls: [''], stream: 'cam1', codec: 'h264', mediaStream });
+//   const sub = new Subscriber({ urls: [''], stream: 'cam1', video: videoElement });
+//   sub.on('restored', (report) => console.log(report.fault, report.restoreMs));
+//   await pub.start(); await sub.start(); sub.stats(); await sub.stop(); await pub.stop();
 //
-// `url` is the node's (or manager's) base URL; '' or undefined means this page's origin.
+// Publisher and Subscriber restore by themselves (restore.js, client.js); publish() and
+// play() below are the plain one-session primitives they use.
+// A URL is the node's (or manager's) base URL; '' means this page's origin.
 
 const GATHER_TIMEOUT_MS = 2000;
+const DELETE_TIMEOUT_MS = 2000;  // ending a session never waits long on a dead node
+/** The server-sent events extension (draft-ietf-wish-whep), as the node offers it. */
+export const SSE_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
 
 /** Error thrown when the server does not answer 201: carries `status`, `reason`, `retryAfter`. */
 export class UnbrokenError extends Error {
@@ -21,10 +27,11 @@ export class UnbrokenError extends Error {
   }
 }
 
-function endpoint(url, kind, stream) {
+function endpoint(url, kind, stream, query = {}) {
   const base = (url || '').replace(/\/+$/, '');
   const absolute = new URL(`${base}/${kind}/${encodeURIComponent(stream)}`,
     globalThis.location ? globalThis.location.href : undefined);
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) absolute.searchParams.set(k, v);
   return absolute.href;
 }
 
@@ -53,13 +60,14 @@ async function readReason(res) {
   }
 }
 
-// Offer → POST (WHIP/WHEP, no trickle) → answer. Returns the absolute session URL.
-async function negotiate(pc, url, token) {
+// Offer → POST (WHIP/WHEP, no trickle) → answer. Returns {location, events} as absolute
+// URLs (events: the server-sent events offered in the Link header, or null).
+async function negotiate(pc, url, token, signal) {
   await pc.setLocalDescription(await pc.createOffer());
   await waitIceGathering(pc);
   const headers = { 'Content-Type': 'application/sdp' };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp });
+  const res = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp, signal });
   if (res.status !== 201) {
     const reason = await readReason(res);
     const retry = res.headers.get('Retry-After');
@@ -69,15 +77,26 @@ async function negotiate(pc, url, token) {
   }
   const answer = await res.text();
   const loc = res.headers.get('Location');
+  const events = eventsLink(res.headers.get('Link'));
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  return loc ? new URL(loc, url).href : null;
+  return { location: loc ? new URL(loc, url).href : null, events: events ? new URL(events, url).href : null };
 }
 
-function session(pc, location, token, cleanup = () => {}) {
+/** The server-sent events URL in a Link header (rel SSE_REL), or null. */
+export function eventsLink(header) {
+  if (!header) return null;
+  for (const m of header.matchAll(/<([^>]*)>([^<]*)/g)) {
+    if (m[2].replace(/\s/g, '').includes(`rel="${SSE_REL}"`)) return m[1];
+  }
+  return null;
+}
+
+function session(pc, { location, events }, token, cleanup = () => {}) {
   let stopped = false;
   return {
     pc,
     location,
+    events,
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -85,7 +104,8 @@ function session(pc, location, token, cleanup = () => {}) {
       pc.close();
       if (location) {
         const headers = token ? { Authorization: `Bearer ${token}` } : {};
-        await fetch(location, { method: 'DELETE', headers }).catch(() => {});
+        await fetch(location, { method: 'DELETE', headers, signal: AbortSignal.timeout(DELETE_TIMEOUT_MS) })
+          .catch(() => {});
       }
     },
   };
@@ -123,9 +143,11 @@ export function codecPreferences(name, kind = 'video') {
  * @param {MediaStream|MediaStreamConstraints} [o.media]  what to send (default camera + mic)
  * @param {'h264'|'vp8'} [o.videoCodec]
  * @param {RTCIceServer[]} [o.iceServers]
- * @returns {Promise<{pc: RTCPeerConnection, location: string, media: MediaStream, stop(): Promise<void>}>}
+ * @param {string} [o.replaces]   id of our previous session on this stream (take over at once)
+ * @param {AbortSignal} [o.signal]
+ * @returns {Promise<{pc: RTCPeerConnection, location: string, events: string|null, media: MediaStream, stop(): Promise<void>}>}
  */
-export async function publish({ url, stream, token, media, videoCodec, iceServers = [] }) {
+export async function publish({ url, stream, token, media, videoCodec, iceServers = [], replaces, signal }) {
   const own = !(media instanceof MediaStream);
   const ms = own
     ? await navigator.mediaDevices.getUserMedia(media || { video: true, audio: true })
@@ -137,8 +159,8 @@ export async function publish({ url, stream, token, media, videoCodec, iceServer
       const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [ms] });
       if (track.kind === 'video' && videoCodec) tr.setCodecPreferences(codecPreferences(videoCodec));
     }
-    const location = await negotiate(pc, endpoint(url, 'whip', stream), token);
-    const s = session(pc, location, token, stopTracks);
+    const links = await negotiate(pc, endpoint(url, 'whip', stream, { replaces }), token, signal);
+    const s = session(pc, links, token, stopTracks);
     s.media = ms;
     return s;
   } catch (err) {
@@ -150,10 +172,11 @@ export async function publish({ url, stream, token, media, videoCodec, iceServer
 
 /**
  * Play over WHEP; the received MediaStream is attached to `video` (if given).
- * Rejects with an UnbrokenError (status 409, retryAfter) when the stream is not live.
+ * Rejects with an UnbrokenError (status 409, retryAfter) when the stream is not live
+ * (after `waitLiveMs`, if given: the node holds the POST that long for a publisher).
  * @returns {Promise<{pc: RTCPeerConnection, location: string, media: MediaStream, stop(): Promise<void>}>}
  */
-export async function play({ url, stream, token, video, iceServers = [] }) {
+export async function play({ url, stream, token, video, iceServers = [], waitLiveMs, signal }) {
   const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
   const ms = new MediaStream();
   pc.addTransceiver('video', { direction: 'recvonly' });
@@ -168,8 +191,8 @@ export async function play({ url, stream, token, video, iceServers = [] }) {
     }
   });
   try {
-    const location = await negotiate(pc, endpoint(url, 'whep', stream), token);
-    const s = session(pc, location, token, () => { if (video && video.srcObject === ms) video.srcObject = null; });
+    const links = await negotiate(pc, endpoint(url, 'whep', stream, { wait_live_ms: waitLiveMs }), token, signal);
+    const s = session(pc, links, token, () => { if (video && video.srcObject === ms) video.srcObject = null; });
     s.media = ms;
     return s;
   } catch (err) {
@@ -199,3 +222,5 @@ export async function videoStats(pc) {
   });
   return out;
 }
+
+export * from './client.js';
