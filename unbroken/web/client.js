@@ -124,6 +124,17 @@ class PublishAttempt extends Attempt {
     this.bitrate?.check();
   }
 
+  /** Stop sending but keep the session on the node: a successor on the same node takes
+   * it over with `?replaces=` (viewers keep their sessions); deleteResource() otherwise. */
+  async closeMedia() {
+    this.stopBackground();
+    this.session?.pc.close();
+  }
+
+  async deleteResource() {
+    if (this.session) await this.session.stop();
+  }
+
   async close() {
     this.stopBackground();
     if (this.session) await this.session.stop();
@@ -176,6 +187,23 @@ export class Publisher extends RestoringClient {
     return new PublishAttempt(this, url, replaces);
   }
 
+  _closeInBackground(attempt) {
+    if (attempt === this.attempt && !this._stopping && this.options.restore && attempt.session) {
+      this._replacing = attempt;  // its resource is deleted only if no successor replaces it
+      attempt.closeMedia();
+      return;
+    }
+    super._closeInBackground(attempt);
+  }
+
+  _settled(next) {
+    const old = this._replacing;
+    this._replacing = null;
+    if (old && !(next && next.url === old.url && next.replaces === sessionId(old.session.location))) {
+      old.deleteResource().catch(() => {});
+    }
+  }
+
   _afterFault(fault) {
     if (fault.name === FAULTS.BITRATE_ZERO && this.options.changeCodec) {
       if (this.codec === 'vp8') return false;  // VP8 stalled too: give up and say so (seed 004)
@@ -188,6 +216,7 @@ export class Publisher extends RestoringClient {
 
   async stop() {
     await super.stop();
+    this._settled(null);
     if (this._ownMedia && this.mediaStream) this.mediaStream.getTracks().forEach((t) => t.stop());
   }
 

@@ -328,6 +328,8 @@ export class RestoringClient extends Emitter {
   /** Adjust for the next attempt (e.g. change codec); false = give up. */
   _afterFault(fault) { return true; }
   _reportExtra() { return {}; }
+  /** The restore ended: `next` plays, or null (gave up). */
+  _settled(next) {}
   /** The attempt failed to open or to bring media (for transport failover). */
   _attemptFailed(attempt, err) {}
 
@@ -392,6 +394,7 @@ export class RestoringClient extends Emitter {
       if (!keepOld) this._closeInBackground(attempt);
       if (!(this.options.restore && this._afterFault(fault))) {
         if (keepOld) this._closeInBackground(attempt);
+        this._settled(null);
         this._emit({ kind: 'session', state: 'FAILED', reason: fault.name, url: attempt.url });
         this._emit({ kind: 'gave_up', state: 'FAILED', reason: fault.name, url: attempt.url });
         return;
@@ -402,6 +405,7 @@ export class RestoringClient extends Emitter {
       else if (TRY_ELSEWHERE.includes(fault.name)) first = (first + 1) % this.urls.length;
       const next = await this._connect(first, fault);
       if (keepOld) this._closeInBackground(attempt);
+      this._settled(next);
       if (this._stopping) { if (next) this._closeInBackground(next); return; }
       if (!next) {
         this._emit({ kind: 'session', state: 'FAILED', reason: fault.name, url: attempt.url });
