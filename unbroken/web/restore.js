@@ -402,7 +402,11 @@ export class RestoringClient extends Emitter {
       this._emit({ kind: 'restoring', reason: fault.name, url: attempt.url });
       let first = this._urlIndex;
       if (fault.preferUrl && this.urls.includes(fault.preferUrl)) first = this.urls.indexOf(fault.preferUrl);
-      else if (TRY_ELSEWHERE.includes(fault.name)) first = (first + 1) % this.urls.length;
+      // a node that stopped answering (missing pings) would hold the first try until
+      // connectTimeoutS: start with the next URL (browser choice; the Python SDK retries it)
+      else if (TRY_ELSEWHERE.includes(fault.name) || fault.name === FAULTS.MISSING_PINGS) {
+        first = (first + 1) % this.urls.length;
+      }
       const next = await this._connect(first, fault);
       if (keepOld) this._closeInBackground(attempt);
       this._settled(next);
