@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -53,7 +54,10 @@ class NodeProcess:
     def start(self, timeout: float = 15.0) -> "NodeProcess":
         cmd = [sys.executable, "-m", "unbroken", "node", "--host", self.host,
                "--port", str(self.port), *self.args]
-        self.log_path = f"/tmp/unbroken-node-{self.port}.log"
+        if not self.log_path:  # one file per NodeProcess: a restart appends to it
+            fd, self.log_path = tempfile.mkstemp(prefix=f"unbroken-node-{self.port}-",
+                                                 suffix=".log")
+            os.close(fd)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
