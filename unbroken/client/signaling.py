@@ -95,16 +95,19 @@ class Signaling:
         o = self.options
         self.channel = SessionClient(
             self.url, self.token, missing_pings=o.missing_pings,
-            ping_period=self._period * o.missing_pings, on_state=self._channel_state,
-            on_message=self._channel_message, connect_timeout=o.connect_timeout_s)
+            ping_period=self._period * o.missing_pings, on_state=self.on_channel_state,
+            on_message=self.on_channel_message, connect_timeout=o.connect_timeout_s)
         await self.channel.connect()
 
-    def _channel_state(self, state: str, code: str | None, reason: str | None) -> None:
+    def on_channel_state(self, state: str, code: str | None, reason: str | None) -> None:
+        """The session channel's state: FAILED is the attempt's fault (its code, if any)."""
         if state == SessionState.FAILED:
             last_ping = self.channel.last_ping_at if self.channel else None
             self.on_fault(code or Fault.SESSION_FAILED, last_ping)
 
-    def _channel_message(self, message: dict) -> None:
+    def on_channel_message(self, message: dict) -> None:
+        """A session-channel message: stream events and drain notices go to `on_event`,
+        a FAILED stream state to `on_fault`."""
         kind = message.get("type")
         if kind == "stream_event":
             self.on_event(message.get("event", ""), message)
