@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from unbroken.protocol.faults import Fault
+
 __all__ = ["Attempt", "FaultRecord", "Watchdog"]
 
 FIRST_MEDIA_POLL = 0.005  # s: how soon the first frame of an attempt is noticed
@@ -101,6 +103,13 @@ class Attempt:
             last_good = max(last_good, self.last_media_at)
         self._fault.set_result(FaultRecord(name, min(last_good, now), now, self.last_media_at,
                                            prefer_url))
+
+    def connection_changed(self, state: str) -> None:
+        """A peer connection's state: failed or closed is the attempt's fault."""
+        if state == "failed":
+            self.report_fault(Fault.CONNECTION_FAILED, self.last_media_at)
+        elif state == "closed":
+            self.report_fault(Fault.CONNECTION_CLOSED, self.last_media_at)
 
     def take_fault(self, fault: FaultRecord) -> None:
         """Report a fault another attempt saw as this attempt's own (unless one came first)."""

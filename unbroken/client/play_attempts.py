@@ -71,7 +71,7 @@ class WebRtcPlayAttempt(Attempt):
         self.signaling = Signaling(s.signaling, self.url, s.stream, s.token, s.options,
                                    self._on_server_event, self.report_fault)
         self.viewer = await self.signaling.play(
-            decode=s.decode, on_frame=s.on_frame, on_state=self._on_state,
+            decode=s.decode, on_frame=s.on_frame, on_state=self.connection_changed,
             wait_live_ms=WAIT_LIVE_MS,
             on_receivers=s.recorder.attach if s.recorder is not None else None)
         self.run_in_background(self.follow_frames(lambda: self.viewer.frames))
@@ -96,12 +96,6 @@ class WebRtcPlayAttempt(Attempt):
             self._watch_silence(UPSTREAM_SILENCE_WINDOW)
             return
         self.report_fault(name, last_good_at)
-
-    def _on_state(self, state: str) -> None:
-        if state == "failed":
-            self.report_fault(Fault.CONNECTION_FAILED, self.last_media_at)
-        elif state == "closed":
-            self.report_fault(Fault.CONNECTION_CLOSED, self.last_media_at)
 
     def _on_server_event(self, event: str, data: dict) -> None:
         if event == "inactive":

@@ -50,7 +50,7 @@ class PublishAttempt(Attempt):
         self.tracks = self.source()
         self.signaling = Signaling(self.signaling_kind, self.url, self.stream, self.token,
                                    self.options, self._on_server_event, self.report_fault)
-        self.session = await self.signaling.publish(self.tracks, self.codec, self._on_state,
+        self.session = await self.signaling.publish(self.tracks, self.codec, self.connection_changed,
                                                     self.replaces)
         self._watch_bytes_sent()
 
@@ -83,12 +83,6 @@ class PublishAttempt(Attempt):
         while self.first_media_at is None:
             await bytes_sent()
             await asyncio.sleep(FIRST_SAMPLE_POLL)
-
-    def _on_state(self, state: str) -> None:
-        if state == "failed":
-            self.report_fault(Fault.CONNECTION_FAILED, self.last_media_at)
-        elif state == "closed":
-            self.report_fault(Fault.CONNECTION_CLOSED, self.last_media_at)
 
     def _on_server_event(self, event: str, data: dict) -> None:
         if event == "reconnect":
