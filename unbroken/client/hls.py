@@ -6,7 +6,8 @@ with PyAV (in a worker thread). Same counters as the WHEP viewer: ``frames``,
 ``counters`` (frame counters read from the picture), ``arrivals``, ``first_frame_at``,
 ``audio_frames`` (AAC frames, not decoded), ``bytes``; plus ``discontinuities`` and
 ``ended`` (the playlist got EXT-X-ENDLIST). Frames are handed out as soon as decoded
-(no presentation pacing). ``HlsAttempt`` is the Subscriber's HLS transport.
+(no presentation pacing). The Subscriber plays HLS through it (``play_attempts``); the
+player itself knows nothing of restores.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import aiohttp
 import av
 
 from .framecode import read_counter
-from .restorer import Attempt
-from .watchdogs import StallWatchdog
+
+__all__ = ["HlsError", "HlsPlayer", "MediaPlaylist", "PartEntry", "SegmentEntry",
+           "parse_playlist"]
 
 log = logging.getLogger("unbroken.client.hls")
 
@@ -46,6 +48,8 @@ class HlsError(Exception):
 
 @dataclass
 class PartEntry:
+    """One LL-HLS part of a segment (``EXT-X-PART``)."""
+
     uri: str
     duration: float
     independent: bool
@@ -53,6 +57,8 @@ class PartEntry:
 
 @dataclass
 class SegmentEntry:
+    """One media segment: its sequence number, URI, duration, tags and parts."""
+
     msn: int
     uri: str | None = None  # None while the segment is still being made (parts only)
     duration: float = 0.0
@@ -63,6 +69,8 @@ class SegmentEntry:
 
 @dataclass
 class MediaPlaylist:
+    """A parsed media playlist: its segments and the LL-HLS server controls."""
+
     target_duration: float = 0.0
     media_sequence: int = 0
     discontinuity_sequence: int = 0
@@ -152,6 +160,10 @@ def parse_playlist(text: str) -> MediaPlaylist:
 # --- the player --------------------------------------------------------------------------
 
 class HlsPlayer:
+    """Plays one stream's HLS playlist: follows the live edge (segments, or LL-HLS parts
+    by blocking reloads), decodes, and keeps the same counters as ``WhepViewer``;
+    ``on_end()`` when the playlist ends, ``on_error(exc)`` when requests keep failing."""
+
     def __init__(self, url_base: str, stream: str, token: str | None = None, *,
                  decode: bool = True, low_latency: bool = True,
                  on_frame: Callable[[av.VideoFrame, int | None], None] | None = None,
@@ -416,41 +428,3 @@ class HlsPlayer:
                     frames.append((frame, read_counter(frame)))
         return frames, audio
 
-
-# --- the Subscriber's HLS transport ------------------------------------------------------
-
-class HlsAttempt(Attempt):
-    """One HLS playback for the Subscriber: faults are the end of the playlist
-    ("unpublished"), HTTP failing ("hls_error"), or no frames for a while ("media_silence",
-    at least four target durations: HLS delivers in bursts)."""
-
-    transport = "hls"
-
-    def __init__(self, client, url: str) -> None:
-        super().__init__(url)
-        self.client = client
-        self.viewer: HlsPlayer | None = None
-
-    async def open(self) -> None:
-        client, options = self.client, self.client.options
-        self.viewer = HlsPlayer(
-            self.url, client.stream, client.token, decode=client.decode,
-            on_frame=client.on_frame, low_latency=options.hls_low_latency,
-            http_timeout=options.connect_timeout_s,
-            on_end=lambda: self.report_fault("unpublished", self.last_media_at),
-            on_error=lambda exc: self.report_fault("hls_error", self.last_media_at))
-        await self.viewer.start()
-        self._tasks.append(asyncio.create_task(
-            self.follow_frames(lambda: self.viewer.frames)))
-        target = self.viewer.playlist.target_duration or 1.0
-        silence_ms = max(options.media_silence_ms, 4000 * target)
-        silence = StallWatchdog("media_silence",
-                                lambda: self.viewer.frames + self.viewer.audio_frames,
-                                silence_ms / 3000, 3, self.report_fault)
-        silence.start()
-        self._watchers.append(silence)
-
-    async def close(self) -> None:
-        self._stop_background()
-        if self.viewer:
-            await self.viewer.stop()

@@ -7,9 +7,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass
 class RestoreOptions:
+    """Every knob of a client's restore: seed 004's (same meaning, fast defaults), the
+    subscriber's silence and transport failover, and the connect timeout."""
+
     # Restore connection: restart on session/stream failure until it works or tries run out
     restore: bool = True
-    # first retries come at once, then follow this schedule (ms); capped by `timeout_ms`
+    # waits before each pass over the URL list (ms), the first at once; capped by `timeout_ms`
     backoff_ms: tuple[int, ...] = (0, 25, 50, 100, 200, 400)
     # seed 004 "Timeout": the longest wait between two tries (ms)
     timeout_ms: int = 1000

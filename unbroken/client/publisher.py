@@ -1,4 +1,5 @@
-"""Publisher: publishes a stream over WHIP and brings publishing back after every fault."""
+"""Publisher: publishes a stream over WHIP (or the session channel) and brings publishing
+back after every fault."""
 
 from __future__ import annotations
 
@@ -7,46 +8,59 @@ import time
 
 from aiortc import MediaStreamTrack
 
-from unbroken.protocol.faults import Fault as FaultName
+from unbroken.protocol.faults import Fault
+from unbroken.protocol.states import Kind
 
+from .attempt import Attempt, FaultRecord
 from .events import PUBLISHING, UNPUBLISHED
-from .restorer import Attempt, Fault, RestoringClient
-from .sources import TrackFactory, testsrc
+from .options import RestoreOptions
+from .restorer import RestoringClient
 from .signaling import Signaling
+from .sources import TrackFactory, testsrc
 from .watchdogs import StallWatchdog
 from .whip import WhipPublisher
 
+__all__ = ["PublishAttempt", "Publisher"]
+
+FIRST_SAMPLE_POLL = 0.01  # s: outbound bytes polled this often until the first ones
+
 
 class PublishAttempt(Attempt):
+    """One publish on one node: fresh tracks from the source, a WHIP (or session-channel)
+    session, and seed 004's bitrate check on the bytes it sends."""
+
     media_proves_health = False  # bytes "sent" into a dead path still count up
 
-    def __init__(self, client: "Publisher", url: str, replaces: str | None = None) -> None:
+    def __init__(self, url: str, stream: str, source: TrackFactory, codec: str,
+                 signaling: str, options: RestoreOptions, token: str | None = None,
+                 replaces: str | None = None) -> None:
         super().__init__(url)
-        self.client = client
-        self.replaces = replaces
-        self.codec = client.codec
+        self.stream = stream
+        self.source = source
+        self.codec = codec
+        self.signaling_kind = signaling
+        self.options = options
+        self.token = token
+        self.replaces = replaces  # our previous session's Location on this node
         self.session: WhipPublisher | None = None
         self.signaling: Signaling | None = None
         self.tracks: list[MediaStreamTrack] = []
 
     async def open(self) -> None:
-        client = self.client
-        self.tracks = client.source()
-        self.signaling = Signaling(client.signaling, self.url, client.stream, client.token,
-                                   client.options, self._on_server_event, self.report_fault)
-        self.session = await self.signaling.publish(self.tracks, self.codec, self._on_state,
+        self.tracks = self.source()
+        self.signaling = Signaling(self.signaling_kind, self.url, self.stream, self.token,
+                                   self.options, self._on_server_event, self.report_fault)
+        self.session = await self.signaling.publish(self.tracks, self.codec, self.connection_changed,
                                                     self.replaces)
-        self._watch_media()
+        self._watch_bytes_sent()
 
-    def _watch_media(self) -> None:
+    def _watch_bytes_sent(self) -> None:
         """Media "arrives" when the sender's byte count grows; the bitrate check (seed 004)
         reports a stall when it stops growing."""
-        options = self.client.options
         senders = [s for s in self.session.pc.getSenders() if s.track is not None]
         watched = next((s for s in senders if s.kind == "video"), senders[0] if senders else None)
         if watched is None:
             return
-
         last_sent = 0
 
         async def bytes_sent() -> int:
@@ -58,30 +72,24 @@ class PublishAttempt(Attempt):
                 self.media_arrived()
             return sent
 
-        interval = options.bitrate_check_interval_ms / 1000
-        tries = options.bitrate_max_tries if options.bitrate_check else 10 ** 9
-        watchdog = StallWatchdog(FaultName.BITRATE_ZERO, bytes_sent, interval, tries,
-                                 self.report_fault)
-        watchdog.start()
-        self._watchers.append(watchdog)
+        o = self.options
+        tries = o.bitrate_max_tries if o.bitrate_check else 10 ** 9
+        self.watch(StallWatchdog(Fault.BITRATE_ZERO, bytes_sent,
+                                 o.bitrate_check_interval_ms / 1000, tries, self.report_fault))
         # until the first sample, poll faster so the restore is seen promptly
-        self._tasks.append(asyncio.create_task(self._poll_first_media(bytes_sent)))
+        self.run_in_background(self._poll_first_media(bytes_sent))
 
     async def _poll_first_media(self, bytes_sent) -> None:
         while self.first_media_at is None:
             await bytes_sent()
-            await asyncio.sleep(0.01)
-
-    def _on_state(self, state: str) -> None:
-        if state in ("failed", "closed"):
-            self.report_fault(f"connection_{state}", self.last_media_at)
+            await asyncio.sleep(FIRST_SAMPLE_POLL)
 
     def _on_server_event(self, event: str, data: dict) -> None:
         if event == "reconnect":
-            self.report_fault(FaultName.NODE_DRAINING, time.monotonic())
+            self.report_fault(Fault.NODE_DRAINING, time.monotonic())
 
     async def close(self) -> None:
-        self._stop_background()
+        self.stop_background()
         if self.session:
             await self.session.stop()
         if self.signaling:
@@ -93,9 +101,11 @@ class PublishAttempt(Attempt):
 class Publisher(RestoringClient):
     """Publishes `source` (a TrackFactory, see sources.py) to `stream` on the first URL
     that takes it, and restores publishing by itself after faults. `signaling`:
-    "http" (WHIP) or "session" (the session channel)."""
+    "http" (WHIP) or "session" (the session channel). `policy` (a RestorePolicy) and
+    `url_source` (a UrlSource) replace where and when restores try."""
 
     role = "publisher"
+    kind = Kind.PUBLISH
     live_state = PUBLISHING
     stopped_state = UNPUBLISHED
 
@@ -106,15 +116,17 @@ class Publisher(RestoringClient):
         self.source = source or testsrc()
         self.codec = codec
 
-    def _new_attempt(self, url: str) -> Attempt:
+    def _new_attempt(self, url: str) -> PublishAttempt:
         previous = self.attempt
         replaces = None
-        if previous is not None and previous.url == url and previous.session is not None:
+        if isinstance(previous, PublishAttempt) and previous.url == url \
+                and previous.session is not None:
             replaces = previous.session.location  # take over from our own old session
-        return PublishAttempt(self, url, replaces)
+        return PublishAttempt(url, self.stream, self.source, self.codec, self.signaling,
+                              self.options, self.token, replaces)
 
-    def _after_fault(self, fault: Fault) -> bool:
-        if fault.name == FaultName.BITRATE_ZERO and self.options.change_codec:
+    def _after_fault(self, fault: FaultRecord) -> bool:
+        if fault.name == Fault.BITRATE_ZERO and self.options.change_codec:
             if self.codec == "vp8":
                 return False  # VP8 stalled too: give up and report (seed 004)
             self.codec = "vp8"
@@ -128,4 +140,4 @@ class Publisher(RestoringClient):
         return {"state": self.state, "url": self.url, "codec": self.codec,
                 "restores": len(self.restores),
                 "connection": attempt.session.connection_state
-                if attempt and attempt.session else "new"}
+                if isinstance(attempt, PublishAttempt) and attempt.session else "new"}

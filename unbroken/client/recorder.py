@@ -27,6 +27,9 @@ def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
 
 
 class EncodedRecorder:
+    """Writes the encoded frames a peer connection receives to one file, as received,
+    across every session attached to it (see ``attach``)."""
+
     def __init__(self, path: str) -> None:
         suffix = path[path.rfind("."):].lower() if "." in path else ""
         if suffix not in FORMATS:

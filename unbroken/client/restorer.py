@@ -1,133 +1,48 @@
 """The restore loop shared by Publisher and Subscriber.
 
 A client runs one *attempt* at a time (a session on one node). The attempt's
-watchdogs report the first fault; the client then starts a new attempt by the
-retry schedule, across the failover URL list, until one delivers media again,
-and reports the restore (fault, detect_ms, restore_ms, gap_ms). A manual stop
-never restores; running out of tries is reported as a `gave_up` event.
+watchdogs report the first fault; the client then asks its restore policy for the
+next try (when, and which URL), its URL source for the URL to connect to, and starts
+new attempts until one delivers media again, and reports the restore (fault,
+detect_ms, restore_ms, gap_ms). A manual stop never restores; running out of tries
+is reported as a `gave_up` event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from unbroken.protocol.faults import TRY_ELSEWHERE, Fault as FaultName
+from unbroken.protocol.faults import Fault
+from unbroken.protocol.states import Kind
 
+from .attempt import Attempt, FaultRecord
 from .events import DISCONNECTED, ESTABLISHED, FAILED, ClientEvent, RestoreReport
 from .network import NetworkWatcher
 from .options import RestoreOptions
-from .schedule import RetrySchedule
+from .policy import DefaultRestorePolicy, RestoreContext, RestorePolicy
+from .urls import ListedUrls, UrlSource
+
+__all__ = ["RestoringClient"]
 
 log = logging.getLogger("unbroken.client")
 
-# faults that mean "not on this node": the restore starts with the next URL. After any
-# other fault the same node comes first: a dead one refuses at once (or within the 0.5 s
-# connect timeout), a live one keeps a republishing publisher's viewers on their sessions.
-FIRST_MEDIA_POLL = 0.005  # s: how soon the first frame of an attempt is noticed
-MEDIA_POLL = 0.05
-
-
-
-@dataclass
-class Fault:
-    name: str
-    last_good_at: float  # monotonic: the last moment the attempt was known healthy
-    detected_at: float
-    last_media_at: float | None = None
-    prefer_url: str | None = None  # where to try first (e.g. where the stream is live now)
-
-
-class Attempt:
-    """One session on one node. Subclasses connect, watch, and report one fault."""
-
-    # received media proves the path works; a publisher's own sent bytes do not
-    media_proves_health = True
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.first_media_at: float | None = None
-        self.last_media_at: float | None = None
-        self.tries = 0  # retry rounds it took to get this attempt going
-        self._fault: asyncio.Future[Fault] = asyncio.get_running_loop().create_future()
-        self._media = asyncio.Event()
-        self._watchers: list = []  # watchdogs with a stop() method
-        self._tasks: list[asyncio.Task] = []
-
-    def _stop_background(self) -> None:
-        """Stop the attempt's watchdogs and background tasks (first thing in close())."""
-        for watcher in self._watchers:
-            watcher.stop()
-        for task in self._tasks:
-            task.cancel()
-
-    async def open(self) -> None:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    def report_fault(self, name: str, last_good_at: float | None = None,
-                     prefer_url: str | None = None) -> None:
-        if self._fault.done():
-            return
-        now = time.monotonic()
-        last_good = last_good_at if last_good_at is not None else now
-        if self.media_proves_health and self.last_media_at:
-            # media seen later than the given evidence narrows when the fault happened
-            last_good = max(last_good, self.last_media_at)
-        self._fault.set_result(Fault(name, min(last_good, now), now, self.last_media_at,
-                                     prefer_url))
-
-    def media_arrived(self) -> None:
-        now = time.monotonic()
-        self.last_media_at = now
-        if self.first_media_at is None:
-            self.first_media_at = now
-            self._media.set()
-
-    async def follow_frames(self, frames: Callable[[], int]) -> None:
-        """Marks media arrival while `frames()` grows (polled; the first one promptly)."""
-        seen = 0
-        while True:
-            count = frames()
-            if count > seen:
-                seen = count
-                self.media_arrived()
-            await asyncio.sleep(FIRST_MEDIA_POLL if self.first_media_at is None
-                                else MEDIA_POLL)
-
-    async def wait_media(self, timeout: float) -> None:
-        """Wait for the first media; a fault meanwhile raises ConnectionError."""
-        media = asyncio.ensure_future(self._media.wait())
-        try:
-            done, _ = await asyncio.wait({media, self._fault}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            media.cancel()
-        if self._media.is_set():
-            return
-        if self._fault.done():
-            raise ConnectionError(f"{self.url}: {self._fault.result().name}")
-        raise TimeoutError(f"{self.url}: no media within {timeout} s")
-
-    async def wait_fault(self) -> Fault:
-        return await asyncio.shield(self._fault)
-
 
 class RestoringClient:
-    """Base of Publisher and Subscriber: attempts, restores, events, manual stop."""
+    """Base of Publisher and Subscriber: owns the current attempt, the restore loop (its
+    policy and URL source), the events it reports, and the manual stop."""
 
     role = ""  # "publisher" | "subscriber"
+    kind = Kind.PUBLISH  # what its sessions do with the stream
     live_state = ""  # PUBLISHING | PLAYING
     stopped_state = ""  # UNPUBLISHED | STOPPED
 
     def __init__(self, urls: str | list[str], stream: str, token: str | None = None,
                  options: RestoreOptions | None = None,
-                 on_event: Callable[[ClientEvent], None] | None = None) -> None:
+                 on_event: Callable[[ClientEvent], None] | None = None,
+                 policy: RestorePolicy | None = None,
+                 url_source: UrlSource | None = None) -> None:
         self.urls = [u.strip().rstrip("/") for u in
                      (urls.split(",") if isinstance(urls, str) else urls) if u.strip()]
         if not self.urls:
@@ -136,13 +51,14 @@ class RestoringClient:
         self.token = token
         self.options = options or RestoreOptions()
         self.options.validate()
+        self.policy: RestorePolicy = policy or DefaultRestorePolicy(self.options)
+        self.url_source: UrlSource = url_source or ListedUrls()
         self.on_event = on_event
         self.events: asyncio.Queue[ClientEvent] = asyncio.Queue(maxsize=1000)
         self.attempt: Attempt | None = None
         self.restores: list[RestoreReport] = []
         self.state = "NEW"
-        self._url_index = 0
-        self._stopping = False
+        self.stopping = False
         self._supervisor: asyncio.Task | None = None
         self._network: NetworkWatcher | None = None
         self._closing: set[asyncio.Task] = set()
@@ -154,11 +70,11 @@ class RestoringClient:
         return self.attempt.url if self.attempt else None
 
     async def start(self) -> "RestoringClient":
-        """Connect (trying the URL list by the retry schedule); raises if all tries fail."""
-        attempt = await self._connect(first_url=0, fault=None)
+        """Connect (trying the URL list as the policy says); raises if all tries fail."""
+        attempt = await self._connect(fault=None, last_url=None)
         if attempt is None:
-            self._emit(ClientEvent("gave_up", FAILED, reason="could not connect",
-                                   url=self.urls[0]))
+            self.emit(ClientEvent("gave_up", FAILED, reason="could not connect",
+                                  url=self.urls[0]))
             self.done.set()
             raise ConnectionError(f"{self.role}: could not connect to {self.urls}")
         self._established(attempt)
@@ -170,9 +86,9 @@ class RestoringClient:
 
     async def stop(self) -> None:
         """Manual stop: ends the session and never restores."""
-        if self._stopping:
+        if self.stopping:
             return
-        self._stopping = True
+        self.stopping = True
         if self._supervisor:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
@@ -181,9 +97,9 @@ class RestoringClient:
         if self.attempt:
             await self.attempt.close()
         await asyncio.gather(*self._closing, return_exceptions=True)
-        self._emit(ClientEvent("stream", self.stopped_state, reason="stopped by user",
-                               url=self.url))
-        self._emit(ClientEvent("session", DISCONNECTED, reason="stopped by user", url=self.url))
+        self.emit(ClientEvent("stream", self.stopped_state, reason="stopped by user",
+                              url=self.url))
+        self.emit(ClientEvent("session", DISCONNECTED, reason="stopped by user", url=self.url))
         self.state = DISCONNECTED
         self.done.set()
 
@@ -196,19 +112,8 @@ class RestoringClient:
     async def next_event(self, timeout: float) -> ClientEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
 
-    # to implement -------------------------------------------------------------------
-    def _new_attempt(self, url: str) -> Attempt:
-        raise NotImplementedError
-
-    def _after_fault(self, fault: Fault) -> bool:
-        """Adjust for the next attempt (e.g. change codec); False = give up."""
-        return True
-
-    def _report_extra(self) -> dict:
-        return {}
-
-    # internals ----------------------------------------------------------------------
-    def _emit(self, event: ClientEvent) -> None:
+    def emit(self, event: ClientEvent) -> None:
+        """Report `event`: the events queue (oldest dropped when full) and `on_event`."""
         log.info(f"{self.role} {event.kind}", extra={"stream": self.stream, **event.as_dict()})
         if self.events.full():
             self.events.get_nowait()
@@ -219,42 +124,56 @@ class RestoringClient:
             except Exception:
                 log.exception("on_event callback failed")
 
+    def close_in_background(self, attempt: Attempt) -> None:
+        """Close `attempt` without waiting: a dead node can make a goodbye slow, and that
+        must never delay a restore (stop() waits for these)."""
+        task = asyncio.create_task(attempt.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # to implement -------------------------------------------------------------------
+    def _new_attempt(self, url: str) -> Attempt:
+        raise NotImplementedError
+
+    def _after_fault(self, fault: FaultRecord) -> bool:
+        """Adjust for the next attempt (e.g. change codec); False = give up."""
+        return True
+
+    def _report_extra(self) -> dict:
+        return {}
+
+    # internals ----------------------------------------------------------------------
     def _established(self, attempt: Attempt) -> None:
         self.attempt = attempt
         self.state = self.live_state
-        self._emit(ClientEvent("session", ESTABLISHED, url=attempt.url))
-        self._emit(ClientEvent("stream", self.live_state, url=attempt.url))
+        self.emit(ClientEvent("session", ESTABLISHED, url=attempt.url))
+        self.emit(ClientEvent("stream", self.live_state, url=attempt.url))
 
     def _network_changed(self, unchanged_at: float) -> None:
         if self.attempt is not None:
-            self.attempt.report_fault(FaultName.NETWORK_CHANGE, unchanged_at)
+            self.attempt.report_fault(Fault.NETWORK_CHANGE, unchanged_at)
 
     async def _supervise(self) -> None:
-        while not self._stopping:
+        while not self.stopping:
             attempt = self.attempt
             fault = await attempt.wait_fault()
-            if self._stopping:
+            if self.stopping:
                 return
             self.state = FAILED
-            self._emit(ClientEvent("stream", FAILED, reason=fault.name, url=attempt.url))
-            self._close_in_background(attempt)
+            self.emit(ClientEvent("stream", FAILED, reason=fault.name, url=attempt.url))
+            self.close_in_background(attempt)
             if not (self.options.restore and self._after_fault(fault)):
-                self._emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
-                self._emit(ClientEvent("gave_up", FAILED, reason=fault.name, url=attempt.url))
+                self.emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
+                self.emit(ClientEvent("gave_up", FAILED, reason=fault.name, url=attempt.url))
                 self.done.set()
                 return
-            self._emit(ClientEvent("restoring", reason=fault.name, url=attempt.url))
-            first = self._url_index
-            if fault.prefer_url in self.urls:
-                first = self.urls.index(fault.prefer_url)
-            elif fault.name in TRY_ELSEWHERE:
-                first = (first + 1) % len(self.urls)
-            new = await self._connect(first, fault)
+            self.emit(ClientEvent("restoring", reason=fault.name, url=attempt.url))
+            new = await self._connect(fault, attempt.url)
             if new is None:
-                self._emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
-                self._emit(ClientEvent("gave_up", FAILED,
-                                       reason=f"{fault.name}: max tries exhausted",
-                                       url=attempt.url))
+                self.emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
+                self.emit(ClientEvent("gave_up", FAILED,
+                                      reason=f"{fault.name}: max tries exhausted",
+                                      url=attempt.url))
                 self.done.set()
                 return
             self.attempt = new
@@ -267,40 +186,35 @@ class RestoringClient:
                 tries=new.tries, url=new.url, **self._report_extra())
             self.restores.append(report)
             self.state = self.live_state
-            self._emit(ClientEvent("restored", self.live_state, reason=fault.name,
-                                   url=new.url, report=report))
+            self.emit(ClientEvent("restored", self.live_state, reason=fault.name,
+                                  url=new.url, report=report))
 
-    def _close_in_background(self, attempt: Attempt) -> None:
-        # a dead node can make a goodbye slow: never let it delay the restore
-        task = asyncio.create_task(attempt.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _connect(self, first_url: int, fault: Fault | None) -> Attempt | None:
-        """Try URLs round-robin from `first_url`: each round without waiting between
-        URLs, rounds spaced by the retry schedule. Returns the attempt with media."""
-        schedule = RetrySchedule(self.options)
-        n = len(self.urls)
-        index = first_url
-        while not schedule.exhausted and not self._stopping:
-            delay = schedule.next_delay() if (index - first_url) % n == 0 else 0.0
-            if delay:
-                await asyncio.sleep(delay)
-            url = self.urls[index % n]
+    async def _connect(self, fault: FaultRecord | None, last_url: str | None
+                       ) -> Attempt | None:
+        """Try as the policy plans until an attempt delivers media; None = gave up."""
+        failed = 0
+        while not self.stopping:
+            plan = self.policy.next_try(RestoreContext(
+                fault.name if fault else None, failed, tuple(self.urls), last_url,
+                fault.prefer_url if fault else None))
+            if plan is None:
+                return None
+            if plan.delay:
+                await asyncio.sleep(plan.delay)
+            url = await self.url_source.next_url(self.stream, self.kind, plan)
             attempt = self._new_attempt(url)
             try:
                 await asyncio.wait_for(attempt.open(), self.options.connect_timeout_s)
                 await attempt.wait_media(self.options.connect_timeout_s)
             except asyncio.CancelledError:
-                self._close_in_background(attempt)
+                self.close_in_background(attempt)
                 raise
-            except Exception as exc:  # refused, unreachable, timed out: next URL / round
+            except Exception as exc:  # refused, unreachable, timed out: next try
                 log.info(f"{self.role} attempt failed",
-                         extra={"url": url, "error": repr(exc)[:200], "try": schedule.tries})
-                self._close_in_background(attempt)
-                index += 1
+                         extra={"url": url, "error": repr(exc)[:200], "try": plan.round})
+                self.close_in_background(attempt)
+                failed += 1
                 continue
-            self._url_index = index % n
-            attempt.tries = schedule.tries
+            attempt.tries = plan.round
             return attempt
         return None

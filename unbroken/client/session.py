@@ -215,7 +215,7 @@ class SessionClient:
             self.failure = (code or "failed", reason or "")
             self.failed_at = time.monotonic()
             for stream in list(self.streams.values()):
-                stream._session_lost(code or "failed", reason or "")
+                stream.session_lost(code or "failed", reason or "")
         logger.debug("session %s: %s %s %s", self.id, state, code or "", reason or "")
         self._changed.set()
         if self.on_state:
@@ -277,12 +277,12 @@ class SessionClient:
             self.last_ping_at = now
             self.pings.append((message.get("seq"), now))
             if self.answer_pings:
-                await self._send(proto.pong(message.get("seq", 0)))
+                await self.send(proto.pong(message.get("seq", 0)))
         elif kind in ("answer", "stream_state", "stream_event") or (
                 kind == "error" and message.get("ref") in self.streams):
             stream = self.streams.get(message.get("id") or message.get("ref"))
             if stream is not None:
-                stream._on_message(message)
+                stream.handle_message(message)
         elif kind == "node_draining":
             self.draining = message
         elif kind == "session_closing":
@@ -305,13 +305,19 @@ class SessionClient:
             await asyncio.sleep(wait)
 
     # -- sending ----------------------------------------------------------------------
-    async def _send(self, message: dict) -> None:
+    async def send(self, message: dict) -> None:
+        """Send one message to the node (ConnectionError once the socket is closed)."""
         if self._ws is None or self._ws.closed:
             raise ConnectionError("session socket is closed")
         await self._ws.send_str(proto.encode(message))
 
     def new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids)}"
+
+    @property
+    def http(self) -> aiohttp.ClientSession | None:
+        """The HTTP client session the socket runs on (shared with the streams)."""
+        return self._http
 
     # -- streams ----------------------------------------------------------------------
     async def publish(self, stream: str, tracks, video_codec: str | None = "vp8",
@@ -323,7 +329,8 @@ class SessionClient:
         """Play ``stream`` (WhepViewer options: video, audio, decode, on_frame)."""
         return await SessionViewer(self, stream, **kwargs).start()
 
-    async def _negotiate(self, stream: "SessionStream", offer_sdp: str) -> tuple[str, str]:
+    async def negotiate(self, stream: "SessionStream", offer_sdp: str) -> tuple[str, str]:
+        """Send `stream`'s publish or play offer; returns (answer SDP, resource)."""
         if self.state != proto.ESTABLISHED:
             raise StreamFailed(proto.SESSION_LOST, f"session is {self.state}")
         self.streams[stream.id] = stream
@@ -333,8 +340,8 @@ class SessionClient:
         else:
             message = proto.play(stream.id, stream.stream, offer_sdp,
                                  wait_live_ms=stream.wait_live_ms)
-        await self._send(message)
-        await stream._answered.wait()
+        await self.send(message)
+        await stream.wait_answered()
         if stream.refused is not None:
             self.streams.pop(stream.id, None)
             raise StreamFailed(*stream.refused)
@@ -342,8 +349,10 @@ class SessionClient:
 
 
 class SessionStream:
-    """What a publish and a play over the session share (mixed into the WHIP/WHEP
-    clients: only the offer/answer exchange and the stop differ)."""
+    """What a publish and a play over the session share: the stream's state and events
+    as the node reports them, and the offer/answer exchange over the socket. Mixed into
+    the WHIP/WHEP clients in place of their HTTP exchange (``OfferAnswerSession``'s
+    ``_post_offer`` and ``_delete_location`` hooks); it uses only their public fields."""
 
     kind = ""
 
@@ -363,7 +372,8 @@ class SessionStream:
         self._answered = asyncio.Event()
         self._stream_changed = asyncio.Event()
 
-    def _on_message(self, message: dict) -> None:
+    def handle_message(self, message: dict) -> None:
+        """A message from the node about this stream (answer, error, state, event)."""
         kind = message["type"]
         if kind == "answer":
             self.answer_message = message
@@ -390,7 +400,7 @@ class SessionStream:
                 self.viewercount = message.get("viewercount")
         self._stream_changed.set()
 
-    def _session_lost(self, code: str, reason: str) -> None:
+    def session_lost(self, code: str, reason: str) -> None:
         """The session failed: the node ends this stream too (reported locally)."""
         if self.state in proto.TERMINAL_STATES:
             return
@@ -404,6 +414,10 @@ class SessionStream:
             self._answered.set()
         self.client.streams.pop(self.id, None)
         self._stream_changed.set()
+
+    async def wait_answered(self) -> None:
+        """Until the node answered the offer (or refused it, see ``refused``)."""
+        await self._answered.wait()
 
     async def wait_state(self, state: str, timeout: float) -> dict:
         """Wait until the stream's state is ``state``; returns that stream_state message."""
@@ -430,17 +444,17 @@ class SessionStream:
     async def _post_offer(self, offer_sdp: str) -> tuple[str, str]:
         self.posted_at = time.monotonic()
         try:
-            async with asyncio.timeout(self._timeout.total):
-                return await self.client._negotiate(self, offer_sdp)
+            async with asyncio.timeout(self.http_timeout):
+                return await self.client.negotiate(self, offer_sdp)
         except TimeoutError:
             self.client.streams.pop(self.id, None)
-            raise StreamFailed("timeout", f"no answer within {self._timeout.total} s") from None
+            raise StreamFailed("timeout", f"no answer within {self.http_timeout} s") from None
 
     async def _delete_location(self) -> None:
         if self.state in proto.TERMINAL_STATES or self.client.state != proto.ESTABLISHED:
             return
         try:
-            await self.client._send(proto.stop(self.id))
+            await self.client.send(proto.stop(self.id))
             await self.wait_state(proto.ENDED_STATE[self.kind], 2.0)
         except (ConnectionError, aiohttp.ClientError, TimeoutError, StreamFailed):
             pass
@@ -454,7 +468,7 @@ class SessionPublisher(SessionStream, WhipPublisher):
     def __init__(self, client: SessionClient, stream: str, tracks, video_codec="vp8",
                  **kwargs) -> None:
         WhipPublisher.__init__(self, client.url_base, stream, tracks, video_codec,
-                               http=client._http, **kwargs)
+                               http=client.http, **kwargs)
         self._bind(client)
 
 
@@ -464,5 +478,5 @@ class SessionViewer(SessionStream, WhepViewer):
     kind = Kind.PLAY
 
     def __init__(self, client: SessionClient, stream: str, **kwargs) -> None:
-        WhepViewer.__init__(self, client.url_base, stream, http=client._http, **kwargs)
+        WhepViewer.__init__(self, client.url_base, stream, http=client.http, **kwargs)
         self._bind(client)

@@ -19,15 +19,21 @@ from unbroken.protocol.faults import Fault
 from unbroken.protocol.states import SessionState, StreamState
 
 from .options import RestoreOptions
-from .session import SessionClient
+from .session import SessionClient, SessionViewer
 from .watchdogs import EventStreamWatch
 from .whep import WhepViewer
 from .whip import WhipPublisher
+
+__all__ = ["SIGNALING", "Signaling"]
 
 SIGNALING = ("http", "session")
 
 
 class Signaling:
+    """Opens an attempt's publish or play over the chosen signaling, and owns what it
+    hears from the node meanwhile: the event stream (HTTP) or the session channel. It
+    turns both into the attempt's two callbacks; it never restores anything."""
+
     def __init__(self, kind: str, url: str, stream: str, token: str | None,
                  options: RestoreOptions, on_event: Callable[[str, dict], None],
                  on_fault: Callable[[str, float | None], None]) -> None:
@@ -63,15 +69,16 @@ class Signaling:
         self._watch_events(session.events_url)
         return session
 
-    async def play(self, viewer_class: type[WhepViewer], **viewer_args) -> WhepViewer:
+    async def play(self, **viewer_args) -> WhepViewer:
+        """`viewer_args`: WhepViewer's keyword arguments (decode, on_frame, on_receivers...)."""
         timeout = self.options.connect_timeout_s
         if self.kind == "session":
             await self._open_channel()
-            viewer = _session_twin(viewer_class)(self.channel, self.stream,
-                                                 http_timeout=timeout, **viewer_args)
+            viewer = SessionViewer(self.channel, self.stream, http_timeout=timeout,
+                                   **viewer_args)
             return await viewer.start()
-        viewer = viewer_class(self.url, self.stream, self.token, http_timeout=timeout,
-                              **viewer_args)
+        viewer = WhepViewer(self.url, self.stream, self.token, http_timeout=timeout,
+                            **viewer_args)
         await viewer.start()
         self._watch_events(viewer.events_url)
         return viewer
@@ -88,16 +95,19 @@ class Signaling:
         o = self.options
         self.channel = SessionClient(
             self.url, self.token, missing_pings=o.missing_pings,
-            ping_period=self._period * o.missing_pings, on_state=self._channel_state,
-            on_message=self._channel_message, connect_timeout=o.connect_timeout_s)
+            ping_period=self._period * o.missing_pings, on_state=self.on_channel_state,
+            on_message=self.on_channel_message, connect_timeout=o.connect_timeout_s)
         await self.channel.connect()
 
-    def _channel_state(self, state: str, code: str | None, reason: str | None) -> None:
+    def on_channel_state(self, state: str, code: str | None, reason: str | None) -> None:
+        """The session channel's state: FAILED is the attempt's fault (its code, if any)."""
         if state == SessionState.FAILED:
             last_ping = self.channel.last_ping_at if self.channel else None
             self.on_fault(code or Fault.SESSION_FAILED, last_ping)
 
-    def _channel_message(self, message: dict) -> None:
+    def on_channel_message(self, message: dict) -> None:
+        """A session-channel message: stream events and drain notices go to `on_event`,
+        a FAILED stream state to `on_fault`."""
         kind = message.get("type")
         if kind == "stream_event":
             self.on_event(message.get("event", ""), message)
@@ -119,11 +129,3 @@ class Signaling:
         if self.channel:
             await self.channel.close()
 
-
-def _session_twin(viewer_class: type[WhepViewer]) -> type:
-    """The session-channel version of a WhepViewer (sub)class."""
-    from .session import SessionViewer
-
-    if viewer_class is WhepViewer:
-        return SessionViewer
-    return type(f"Session{viewer_class.__name__}", (SessionViewer, viewer_class), {})

@@ -11,6 +11,10 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from unbroken.protocol.faults import Fault
+
+__all__ = ["EventStreamWatch", "FaultCallback", "StallWatchdog"]
+
 log = logging.getLogger("unbroken.client.watchdogs")
 
 FaultCallback = Callable[[str, float], None]  # (fault name, last time things were fine)
@@ -65,8 +69,8 @@ class StallWatchdog:
 
 class EventStreamWatch:
     """Reads a session's server-sent events (with `keepalive_ms`), hands events to
-    `on_event`, and reports a fault when the stream ends ("session_closed") or
-    `missing` keep-alive periods pass in silence ("missing_pings")."""
+    `on_event`, and reports a fault when the stream ends (``Fault.SESSION_CLOSED``) or
+    `missing` keep-alive periods pass in silence (``Fault.MISSING_PINGS``)."""
 
     def __init__(self, url: str, token: str | None, period: float, missing: int,
                  on_event: Callable[[str, dict], None], on_fault: FaultCallback) -> None:
@@ -111,7 +115,7 @@ class EventStreamWatch:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             log.info("event stream failed", extra={"error": repr(exc)})
         self._stop_watch()
-        self.on_fault("session_closed", self.last_heard)
+        self.on_fault(Fault.SESSION_CLOSED, self.last_heard)
 
     def _stop_watch(self) -> None:
         if len(self._tasks) == 2:
@@ -123,7 +127,7 @@ class EventStreamWatch:
             await asyncio.sleep(self.period / 2)
             if time.monotonic() - self.last_heard > limit:
                 self._tasks[0].cancel()
-                self.on_fault("missing_pings", self.last_heard)
+                self.on_fault(Fault.MISSING_PINGS, self.last_heard)
                 return
 
 

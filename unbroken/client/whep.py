@@ -44,7 +44,9 @@ class WhepViewer(OfferAnswerSession):
     ``audio_frames``; ``packets``/``bytes`` (RTP payload bytes, audio and
     video); ``codec``: the video mime type, from the answer and then from
     the payload type of the packets received.
-    ``on_frame(frame, counter)`` is called for each decoded video frame.
+    ``on_frame(frame, counter)`` is called for each decoded video frame;
+    ``on_receivers(pc)`` once the receivers exist, before the offer (e.g.
+    ``EncodedRecorder.attach``).
     """
 
     path = "whep"
@@ -53,7 +55,9 @@ class WhepViewer(OfferAnswerSession):
     def __init__(self, url_base: str, stream: str, token: str | None = None, *,
                  video: bool = True, audio: bool = True, decode: bool = True,
                  on_frame: Callable[[av.VideoFrame, int | None], None] | None = None,
-                 wait_live_ms: int = 0, **kwargs) -> None:
+                 wait_live_ms: int = 0,
+                 on_receivers: Callable[[RTCPeerConnection], None] | None = None,
+                 **kwargs) -> None:
         if not (video or audio):
             raise ValueError("a viewer needs video or audio")
         super().__init__(url_base, stream, token, **kwargs)
@@ -63,6 +67,7 @@ class WhepViewer(OfferAnswerSession):
             self.post_query = f"?{WAIT_LIVE_MS}={self.wait_live_ms}"
         self.video, self.audio, self.decode = video, audio, decode
         self.on_frame = on_frame
+        self.on_receivers = on_receivers
         self.frames = 0
         self.audio_frames = 0
         self.packets = 0
@@ -124,6 +129,8 @@ class WhepViewer(OfferAnswerSession):
             rtc_internals.tap_received_rtp(receiver, self._rtp_counter(kind), self.decode)
         if self.decode:
             pc.on("track", self._consume)
+        if self.on_receivers:
+            self.on_receivers(pc)
 
     def _rtp_counter(self, kind: str) -> Callable[[RtpPacket], None]:
         """Counts each received RTP packet of `kind` (and, without decoding, its frames)."""

@@ -63,7 +63,8 @@ class OfferAnswerSession:
     """One RTCPeerConnection negotiated by POSTing its offer to ``{url_base}/{path}/{stream}``.
 
     Subclasses set ``path`` and ``error_class`` and add transceivers in
-    ``_add_transceivers``. ``on_state(state)`` is called on every change of
+    ``_add_transceivers``; ``_post_offer`` and ``_delete_location`` are the HTTP
+    exchange, which the session-channel twins replace. ``on_state(state)`` is called on every change of
     the peer connection's ``connectionState``.
     """
 
@@ -79,6 +80,7 @@ class OfferAnswerSession:
         self.stream = stream
         self.token = token
         self.on_state = on_state
+        self.http_timeout = http_timeout  # seconds for a whole offer/answer exchange
         self.pc: RTCPeerConnection | None = None
         self.location: str | None = None
         self.answer_sdp: str | None = None

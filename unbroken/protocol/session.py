@@ -37,6 +37,30 @@ from .refusals import Refusal
 from .states import ACTIVE_STATE, ENDED_STATE, TERMINAL_STATES, SessionState, StreamEvent, StreamState
 from .whip_whep import MAX_WAIT_LIVE_MS, REPLACES, WAIT_LIVE_MS
 
+# the message builders and parsers, the limits, and the vocabulary under the short names
+# the session-channel code uses (re-exported from the modules that define it)
+__all__ = [
+    "ACTIVE_STATE", "ALREADY_WELCOMED", "BAD_CODEC", "BAD_FIELD", "BAD_JSON", "BAD_MESSAGE",
+    "BAD_PONG", "BAD_SDP", "BAD_STREAM_NAME", "CLIENT_CLOSED", "CLIENT_MESSAGES", "CLOSED",
+    "CLOSE_CODES", "CODEC_CHANGED", "CONNECTION_FAILED", "CONNECT_TIMEOUT",
+    "DEFAULT_MISSING_PINGS", "DEFAULT_PING_INTERVAL_MS", "DISCONNECTED", "DRAINING",
+    "DUPLICATE_ID", "ENDED_STATE", "ESTABLISHED", "FAILED", "HELLO_REQUIRED", "HELLO_TIMEOUT",
+    "ID_PATTERN", "INTERNAL_ERROR", "MAX_ID_LENGTH", "MAX_MESSAGE_BYTES", "MAX_MISSING_PINGS",
+    "MAX_PING_INTERVAL_MS", "MAX_SEQ", "MAX_STREAMS", "MEDIA_TIMEOUT", "MESSAGES_PER_SECOND",
+    "MESSAGE_BURST", "MESSAGE_TOO_BIG", "MIN_MISSING_PINGS", "MIN_PING_INTERVAL_MS",
+    "NEGOTIATION_FAILED", "NODE_SHUTDOWN", "NOT_LIVE", "PATH", "PEER_CLOSED", "PING_TIMEOUT",
+    "PLAYING", "PROTOCOL_VERSION", "PUBLISHING", "RATE_LIMITED", "REPLACED", "REPLACES",
+    "SERVER_MESSAGE_TYPES", "SESSION_CLOSED", "SESSION_LOST", "SESSION_STATES", "SLOW_READER",
+    "STOPPED", "STOPPED_BY_CLIENT", "STREAM_BUSY", "STREAM_EVENTS", "STREAM_STATES",
+    "SUPPORTED_VERSIONS", "TERMINAL_STATES", "TOO_MANY_SESSIONS", "TOO_MANY_STREAMS",
+    "UNAUTHORIZED", "UNKNOWN_ID", "UNKNOWN_TYPE", "UNPUBLISHED", "UNSUPPORTED_VERSION",
+    "WAIT_LIVE_MS", "Field", "ProtocolError", "answer", "check_stream_name",
+    "clamp_missing_pings", "clamp_ping_interval", "close_code", "close_reason",
+    "draining_data", "encode", "error", "error_from", "hello", "node_draining",
+    "parse_client_message", "parse_server_message", "ping", "play", "pong", "publish",
+    "session_closing", "state_data", "stop", "stream_event", "stream_state", "welcome"
+]
+
 PATH = "/ws"
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)

@@ -1,0 +1,107 @@
+"""Watchdogs on stand-ins: a counter that stops growing, an event stream that goes quiet
+or ends."""
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+
+from unbroken.client.watchdogs import EventStreamWatch, StallWatchdog
+from unbroken.protocol.faults import Fault
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float]] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, name: str, last_good: float) -> None:
+        self.seen.append((name, last_good))
+        self.arrived.set()
+
+
+async def test_a_counter_that_stops_growing_is_a_fault_after_max_tries_samples():
+    count, faults = [0], Faults()
+    watchdog = StallWatchdog(Fault.BITRATE_ZERO, lambda: count[0], 0.02, 3, faults)
+    watchdog.start()
+    for _ in range(5):
+        count[0] += 1
+        await asyncio.sleep(0.02)
+    assert not faults.seen
+    stalled_at = time.monotonic()
+    await asyncio.wait_for(faults.arrived.wait(), 2)
+    (name, last_growth), = faults.seen
+    assert name == Fault.BITRATE_ZERO and last_growth <= stalled_at
+
+
+async def test_a_paused_watchdog_and_an_async_sample_report_nothing_while_paused():
+    faults = Faults()
+
+    async def flat() -> int:
+        return 7
+
+    watchdog = StallWatchdog(Fault.MEDIA_SILENCE, flat, 0.02, 2, faults)
+    watchdog.paused = True
+    watchdog.start()
+    await asyncio.sleep(0.15)
+    assert not faults.seen
+    watchdog.paused = False
+    await asyncio.wait_for(faults.arrived.wait(), 2)
+    watchdog.stop()
+
+
+async def event_server(handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}/events"
+
+
+async def test_events_are_handed_on_and_silence_is_missing_pings():
+    async def handler(request):
+        assert request.query["keepalive_ms"] == "100"
+        assert request.headers["Authorization"] == "Bearer t"
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'event: inactive\ndata: {"stream": "cam"}\n\n')
+        await resp.write(b"event: odd\ndata: [1]\n\n")
+        await asyncio.sleep(5)  # then silence, the socket still open
+        return resp
+
+    runner, url = await event_server(handler)
+    events, faults = [], Faults()
+    watch = EventStreamWatch(url, "t", 0.1, 3, lambda e, d: events.append((e, d)), faults)
+    try:
+        watch.start()
+        await asyncio.wait_for(faults.arrived.wait(), 3)
+        assert events == [("inactive", {"stream": "cam"}), ("odd", {})]
+        assert [name for name, _ in faults.seen] == [Fault.MISSING_PINGS]
+    finally:
+        watch.stop()
+        await runner.cleanup()
+
+
+async def test_an_event_stream_that_ends_is_session_closed():
+    async def handler(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b": keep-alive\n\n")
+        return resp  # the node ends the stream
+
+    runner, url = await event_server(handler)
+    faults = Faults()
+    watch = EventStreamWatch(url, None, 1.0, 3, lambda e, d: None, faults)
+    try:
+        watch.start()
+        await asyncio.wait_for(faults.arrived.wait(), 3)
+        assert [name for name, _ in faults.seen] == [Fault.SESSION_CLOSED]
+    finally:
+        watch.stop()
+        await runner.cleanup()
