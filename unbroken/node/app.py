@@ -9,6 +9,7 @@ from aiohttp import web
 
 from . import api, hls, session_channel, whip_whep
 from unbroken.httpkit.errors import errors_and_cors
+from unbroken.httpkit.ratelimit import ClientLimits, client_limits
 
 from .admission import Admission
 from .config import NodeConfig
@@ -35,6 +36,11 @@ async def web_file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(str(path))
 
 
+def _starts_session(request: web.Request) -> bool:
+    return (request.method == "POST" and request.path.count("/") == 2
+            and request.path.startswith(("/whip/", "/whep/"))) or request.path == "/ws"
+
+
 def create_app(config: NodeConfig) -> web.Application:
     # client_max_size bounds every body aiohttp reads for us
     state = NodeState(config)
@@ -44,7 +50,10 @@ def create_app(config: NodeConfig) -> web.Application:
     def count_rejected(status: int) -> None:
         metrics.requests_rejected.labels(str(status)).inc()
 
-    app = web.Application(middlewares=[errors_and_cors(count_rejected)],
+    limits = ClientLimits(config.client_requests_per_s, config.client_request_burst,
+                          config.client_sessions_per_s, config.client_session_burst)
+    app = web.Application(middlewares=[errors_and_cors(count_rejected),
+                                       client_limits(limits, _starts_session)],
                           client_max_size=config.max_body_bytes)
     app[STATE] = state
     app[ADMISSION] = Admission(state)
@@ -54,10 +63,20 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/web/{name}", web_file)
 
+    link = None
+    if config.manager:
+        from .manager_link import ManagerLink
+
+        link = ManagerLink(state, config)
+
     async def on_startup(app: web.Application) -> None:
         await state.start()
+        if link is not None:
+            await link.start()
 
     async def on_shutdown(app: web.Application) -> None:
+        if link is not None:
+            await link.stop()
         await state.stop()
 
     app.on_startup.append(on_startup)
