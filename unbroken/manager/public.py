@@ -5,9 +5,11 @@ address; any manager replica serves any follow-up request (see paths.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -17,14 +19,14 @@ from unbroken.httpkit.body import read_bytes
 from unbroken.httpkit.cors import CORS_HEADERS
 from unbroken.httpkit.errors import HttpError
 from unbroken.protocol.refusals import Refusal, Refused
-from unbroken.protocol.whip_whep import REPLACES
+from unbroken.protocol.whip_whep import MAX_WAIT_LIVE_MS, REPLACES, WAIT_LIVE_MS
 
 from .http_common import check_group, check_stream, route_error, stream_name
 from .model import NodeRole
 from .paths import ForgedPath, split_segment
 from .proxy import NodeFailure
 from .registry import NodeView
-from .routing import RouteError, RouteKind, routable, two_choices
+from .routing import RouteAnswer, RouteError, RouteKind, StreamNotLive, routable, two_choices
 from .service import MANAGER, Manager
 
 __all__ = ["add_routes", "starts_session"]
@@ -34,6 +36,7 @@ WEB_FILE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.(html|js|css)$")
 SDP = "application/sdp"
 TRICKLE = "application/trickle-ice-sdpfrag"
 ROUTE_ATTEMPTS = 2  # a node found dead while connecting: the offer goes to another one
+LIVE_POLL_S = 0.05
 _rng = random.Random()
 
 
@@ -80,11 +83,9 @@ async def _offer(request: web.Request, kind: RouteKind) -> web.StreamResponse:
     path = f"/{'whip' if kind is RouteKind.PUBLISH else 'whep'}/{quote(stream, safe='')}"
     if query:
         path += "?" + urlencode(query)
+    wait_live = _wait_live_s(request) if kind is RouteKind.PLAY else 0.0
     for attempt in range(ROUTE_ATTEMPTS):
-        try:
-            answer = await manager.route(kind, stream, group)
-        except RouteError as e:
-            raise route_error(e) from None
+        answer = await _route_waiting(manager, kind, stream, group, wait_live)
         view = manager.registry.view(answer.node_id)
         if view is None:
             continue
@@ -94,6 +95,29 @@ async def _offer(request: web.Request, kind: RouteKind) -> web.StreamResponse:
             if not e.retryable or attempt + 1 == ROUTE_ATTEMPTS:
                 raise
     raise HttpError(404, "no_node", "no node could take the session")
+
+
+def _wait_live_s(request: web.Request) -> float:
+    """WHEP's `?wait_live_ms=` (checked again by the node): the manager too waits that
+    long for the stream to be live somewhere before answering 409."""
+    try:
+        return min(max(int(request.query.get(WAIT_LIVE_MS, "0")), 0), MAX_WAIT_LIVE_MS) / 1000
+    except ValueError:
+        return 0.0
+
+
+async def _route_waiting(manager: Manager, kind: RouteKind, stream: str, group: str | None,
+                         wait_s: float) -> RouteAnswer:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await manager.route(kind, stream, group)
+        except StreamNotLive as e:
+            if time.monotonic() >= deadline:
+                raise route_error(e) from None
+        except RouteError as e:
+            raise route_error(e) from None
+        await asyncio.sleep(LIVE_POLL_S)
 
 
 def _node_session(value: str) -> str:

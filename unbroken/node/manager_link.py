@@ -103,7 +103,13 @@ class ManagerLink:
             connector=aiohttp.TCPConnector(ssl=self._ssl()),
             headers={"Authorization": f"Bearer {self.config.node_token}"})
         self.state.drain_listeners.append(lambda info: asyncio.ensure_future(self.beat()))
+        self.state.state_listeners.append(self._on_session_state)
         self._task = asyncio.create_task(self._run(), name="unbroken-node-manager-link")
+
+    def _on_session_state(self, session, state) -> None:
+        # a stream went live or ended here: the manager hears it now, not within a second
+        if session.kind is Kind.PUBLISH and self._http is not None:
+            asyncio.ensure_future(self.beat())
 
     async def stop(self) -> None:
         """Stop heartbeating and leave the cluster (bounded)."""
