@@ -74,6 +74,7 @@ def _manager_parser(sub) -> None:
     p.add_argument("--node-token", help="token nodes register with (required)")
     p.add_argument("--redis", help="redis:// URL of the shared store (default: in-process, "
                                    "one manager)")
+    p.add_argument("--redis-prefix", help="key prefix in Redis (default 'unbroken')")
     p.add_argument("--config", help="TOML file with manager settings ([manager] table)")
     p.add_argument("--tls-cert", help="certificate file (PEM)")
     p.add_argument("--tls-key", help="private key file (PEM)")
@@ -91,7 +92,7 @@ def _manager_config(args):
     try:
         return ManagerConfig.load(
             args.config, host=args.host, port=args.port, token=args.token,
-            node_token=args.node_token, redis=args.redis, tls_cert=args.tls_cert,
+            node_token=args.node_token, redis=args.redis, redis_prefix=args.redis_prefix, tls_cert=args.tls_cert,
             tls_key=args.tls_key, tls_self_signed=args.tls_self_signed, lease=args.lease,
             drain_timeout=args.drain_timeout, log_level=args.log_level)
     except (ValueError, OSError) as exc:

@@ -24,6 +24,8 @@ class ManagerConfig:
     node_token: str = ""
     # redis:// URL of the shared cluster store; empty = the in-process store (one manager)
     redis: str = ""
+    # key and channel prefix in Redis: several clusters may share one server
+    redis_prefix: str = "unbroken"
     tls_cert: str = ""
     tls_key: str = ""
     # a certificate made at start (development); its SHA-256 fingerprint is printed

@@ -23,7 +23,7 @@ class Manager:
 
     def __init__(self, config: ManagerConfig, store: ClusterStore | None = None) -> None:
         self.config = config
-        self.store = store or open_store(config.redis_url)
+        self.store = store or open_store(config.redis_url, prefix=config.redis_prefix)
         self.proxy: NodeProxy
         self.registry = Registry(self.store, self._check, lease_s=config.lease)
         self.router = Router(self.registry)
