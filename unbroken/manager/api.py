@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 from aiohttp import web
 
 from unbroken.httpkit.auth import check_bearer, token_matches
 from unbroken.httpkit.body import read_bytes
 from unbroken.httpkit.errors import HttpError
+from unbroken.httpkit.static import WEB_DIR
 
 from .cluster import nodes_json, streams_json
 from .feed import sse
@@ -25,7 +25,6 @@ from .store import StoreUnavailable
 
 __all__ = ["add_routes"]
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_RECORD_BYTES = 256 * 1024
 HEARTBEAT_S = 1.0
 FEED_KEEPALIVE_S = 10.0

@@ -10,7 +10,6 @@ import hashlib
 import random
 import re
 import time
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from aiohttp import web
 from unbroken.httpkit.body import read_bytes
 from unbroken.httpkit.cors import CORS_HEADERS
 from unbroken.httpkit.errors import HttpError
+from unbroken.httpkit.static import web_file
 from unbroken.protocol.refusals import Refusal, Refused
 from unbroken.protocol.whip_whep import MAX_WAIT_LIVE_MS, REPLACES, WAIT_LIVE_MS
 
@@ -31,8 +31,6 @@ from .service import MANAGER, Manager
 
 __all__ = ["add_routes", "starts_session"]
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-WEB_FILE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.(html|js|css)$")
 SDP = "application/sdp"
 TRICKLE = "application/trickle-ice-sdpfrag"
 ROUTE_ATTEMPTS = 2  # a node found dead while connecting: the offer goes to another one
@@ -240,17 +238,6 @@ async def _hls_node(manager: Manager, stream: str, group: str | None) -> NodeVie
             raise HttpError(404, "no_node", "no node serves the stream")
         return chosen
     return max(candidates, key=lambda v: hashlib.sha256(f"{stream}\0{v.node_id}".encode()).digest())
-
-
-# -- demo pages ------------------------------------------------------------------------
-
-
-async def web_file(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
-    path = WEB_DIR / name
-    if not WEB_FILE.match(name) or not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(str(path))
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from aiohttp import web
 
 from . import api, hls, session_channel, whip_whep
 from unbroken.httpkit.errors import errors_and_cors
+from unbroken.httpkit.static import WEB_DIR, web_file
 from unbroken.httpkit.ratelimit import ClientLimits, client_limits
 
 from .admission import Admission
@@ -17,23 +15,9 @@ from .figures import live_figures
 from .http_common import ADMISSION, STATE
 from .state import NodeState
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-
-
-WEB_FILE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.(html|js|css)$")
-
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(str(WEB_DIR / "index.html"))
-
-
-async def web_file(request: web.Request) -> web.FileResponse:
-    """The browser module and pages; names are checked before the file system sees them."""
-    name = request.match_info["name"]
-    path = WEB_DIR / name
-    if not WEB_FILE.match(name) or not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(str(path))
 
 
 def _starts_session(request: web.Request) -> bool:
