@@ -103,3 +103,20 @@ async def stores(store_kind, request):
 @pytest.fixture
 def store(stores):
     return stores[0]
+
+
+@pytest.fixture
+def start_manager():
+    """Factory: start_manager(*extra_args) -> ManagerProcess (killed at teardown)."""
+    from cluster_helpers import ManagerProcess, free_port
+
+    managers = []
+
+    def _start(*args: str, port: int | None = None):
+        manager = ManagerProcess(port or free_port(), list(args)).start()
+        managers.append(manager)
+        return manager
+
+    yield _start
+    for manager in managers:
+        manager.kill()

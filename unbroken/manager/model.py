@@ -160,7 +160,8 @@ class NodeRecord:
     process's boot id, so a restarted node is a new incarnation), `role`, `group`, the
     base `url` it advertises, its own lifecycle state, load, limits, the streams it
     carries (published here for an origin, pulled for an edge) and, for pulled streams,
-    the upstream node URL each one comes from. `seq` counts the instance's heartbeats:
+    the upstream node URL each one comes from, and the viewers of each stream there.
+    `seq` counts the instance's heartbeats:
     a record older than one already seen (an event that arrived late) is ignored."""
 
     node_id: str
@@ -174,6 +175,7 @@ class NodeRecord:
     limits: NodeLimits = field(default_factory=NodeLimits)
     streams: frozenset[str] = frozenset()
     upstreams: tuple[tuple[str, str], ...] = ()
+    stream_viewers: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.node_id or len(self.node_id) > 128 or not self.node_id.isprintable():
@@ -206,6 +208,7 @@ class NodeRecord:
             "limits": self.limits.to_json(),
             "streams": sorted(self.streams),
             "upstreams": dict(self.upstreams),
+            "stream_viewers": dict(self.stream_viewers),
         }
 
     @classmethod
@@ -221,6 +224,7 @@ class NodeRecord:
             seq = data.get("seq", 0)
             streams = data.get("streams", [])
             upstreams = data.get("upstreams", {})
+            stream_viewers = data.get("stream_viewers", {})
         except KeyError as e:
             raise InvalidRecord(f"missing field {e.args[0]!r}") from None
         except ValueError as e:
@@ -236,6 +240,11 @@ class NodeRecord:
             isinstance(k, str) and isinstance(v, str) for k, v in upstreams.items()
         ):
             raise InvalidRecord("upstreams must map stream names to URLs")
+        if not isinstance(stream_viewers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in stream_viewers.items()
+        ):
+            raise InvalidRecord("stream_viewers must map stream names to counts")
         return cls(
             node_id=node_id,
             role=role,
@@ -248,4 +257,5 @@ class NodeRecord:
             limits=NodeLimits.from_json(data.get("limits", {})),
             streams=frozenset(streams),
             upstreams=tuple(sorted(upstreams.items())),
+            stream_viewers=tuple(sorted(stream_viewers.items())),
         )

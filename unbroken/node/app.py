@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from aiohttp import web
 
 from . import api, hls, session_channel, whip_whep
 from unbroken.httpkit.errors import errors_and_cors
+from unbroken.httpkit.static import WEB_DIR, add_web_routes
+from unbroken.httpkit.ratelimit import ClientLimits, client_limits
 
 from .admission import Admission
 from .config import NodeConfig
@@ -16,36 +15,14 @@ from .figures import live_figures
 from .http_common import ADMISSION, STATE
 from .state import NodeState
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-
-
-WEB_FILE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.(html|js|css)$")
-# hls.js is an npm dependency of the project (package.json), never copied into the repo:
-# served from the project's node_modules when it is installed there, 404 otherwise
-HLSJS_DIST = WEB_DIR.parent.parent / "node_modules" / "hls.js" / "dist"
-VENDOR_FILES = {"hls.min.js": HLSJS_DIST, "hls.min.mjs": HLSJS_DIST, "hls.mjs": HLSJS_DIST}
-
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(str(WEB_DIR / "index.html"))
 
 
-async def web_file(request: web.Request) -> web.FileResponse:
-    """The browser module and pages; names are checked before the file system sees them."""
-    name = request.match_info["name"]
-    path = WEB_DIR / name
-    if not WEB_FILE.match(name) or not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(str(path))
-
-
-async def vendor_file(request: web.Request) -> web.FileResponse:
-    """Third-party browser modules installed with npm (only the names listed)."""
-    name = request.match_info["name"]
-    folder = VENDOR_FILES.get(name)
-    if folder is None or not (folder / name).is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(str(folder / name), headers={"Content-Type": "text/javascript"})
+def _starts_session(request: web.Request) -> bool:
+    return (request.method == "POST" and request.path.count("/") == 2
+            and request.path.startswith(("/whip/", "/whep/"))) or request.path == "/ws"
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -57,7 +34,10 @@ def create_app(config: NodeConfig) -> web.Application:
     def count_rejected(status: int) -> None:
         metrics.requests_rejected.labels(str(status)).inc()
 
-    app = web.Application(middlewares=[errors_and_cors(count_rejected)],
+    limits = ClientLimits(config.client_requests_per_s, config.client_request_burst,
+                          config.client_sessions_per_s, config.client_session_burst)
+    app = web.Application(middlewares=[errors_and_cors(count_rejected),
+                                       client_limits(limits, _starts_session)],
                           client_max_size=config.max_body_bytes)
     app[STATE] = state
     app[ADMISSION] = Admission(state)
@@ -65,13 +45,22 @@ def create_app(config: NodeConfig) -> web.Application:
     api.add_routes(app)
     hls.setup(app, state, config)
     app.router.add_get("/", index)
-    app.router.add_get("/web/{name}", web_file)
-    app.router.add_get("/web/vendor/{name}", vendor_file)
+    add_web_routes(app)
+
+    link = None
+    if config.manager:
+        from .manager_link import ManagerLink
+
+        link = ManagerLink(state, config)
 
     async def on_startup(app: web.Application) -> None:
         await state.start()
+        if link is not None:
+            await link.start()
 
     async def on_shutdown(app: web.Application) -> None:
+        if link is not None:
+            await link.stop()
         await state.stop()
 
     app.on_startup.append(on_startup)

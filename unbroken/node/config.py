@@ -45,6 +45,27 @@ class NodeConfig:
     hls_end_grace: float = 5.0
     # libx264 preset of the VP8 → H264 transcoder
     hls_x264_preset: str = "superfast"
+    # the stream manager to register with (http(s) URL); empty = a node on its own
+    manager: str = ""
+    # role in the cluster: "standalone", "origin" (takes publishers) or "edge"
+    role: str = "standalone"
+    group: str = "default"
+    # the base URL the manager reaches this node at (default http://HOST:PORT)
+    advertise: str = ""
+    node_id: str = ""  # default: ROLE-HOST-PORT of the advertised URL
+    node_token: str = ""  # the manager's node token
+    # trusting a manager with a self-signed certificate: its CA/certificate file, or the
+    # SHA-256 fingerprint it printed (pinned)
+    manager_ca: str = ""
+    manager_fingerprint: str = ""
+    heartbeat_interval: float = 1.0
+    # per client address (0 = no limit): requests and new sessions per second, and their
+    # bursts; beyond them 429 with Retry-After. Behind a manager, set them on the manager
+    # (the node sees the manager's address)
+    client_requests_per_s: float = 0.0
+    client_request_burst: int = 100
+    client_sessions_per_s: float = 0.0
+    client_session_burst: int = 20
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "NodeConfig":
@@ -76,10 +97,38 @@ class NodeConfig:
             raise ValueError("hls_idle_timeout must be positive, hls_end_grace not negative")
         if self.hls_x264_preset not in _X264_PRESETS:
             raise ValueError(f"hls_x264_preset must be one of {', '.join(_X264_PRESETS)}")
+        self._validate_cluster()
         from unbroken.media.hls import HlsSettings
 
         HlsSettings(segment_duration=self.hls_segment_duration,
                     part_duration=self.hls_part_duration, window=self.hls_window).validate()
+
+
+    @property
+    def advertise_url(self) -> str:
+        if self.advertise:
+            return self.advertise.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def _validate_cluster(self) -> None:
+        if self.role not in ("standalone", "origin", "edge"):
+            raise ValueError("role must be 'standalone', 'origin' or 'edge'")
+        if self.advertise and not self.advertise.startswith(("http://", "https://")):
+            raise ValueError("advertise must be an http(s) URL")
+        if min(self.client_requests_per_s, self.client_sessions_per_s) < 0 or \
+                min(self.client_request_burst, self.client_session_burst) < 1:
+            raise ValueError("client rates must not be negative, bursts at least 1")
+        if not self.manager:
+            return
+        if not self.manager.startswith(("http://", "https://")):
+            raise ValueError("manager must be an http(s) URL")
+        if not self.node_token:
+            raise ValueError("node_token is required to register with a manager")
+        if self.manager_ca and self.manager_fingerprint:
+            raise ValueError("give manager_ca or manager_fingerprint, not both")
+        if not 0.1 <= self.heartbeat_interval <= 10:
+            raise ValueError("heartbeat_interval must be between 0.1 and 10 seconds")
 
 
 _X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")

@@ -41,7 +41,8 @@ async def serve(config: NodeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await drain(app, config.drain_timeout)
+    # behind a manager, clients go back to it (relative paths resolve against it)
+    await drain(app, config.drain_timeout, "/ws" if config.manager else None)
     await runner.cleanup()
     log.info("node stopped")
 

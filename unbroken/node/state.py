@@ -186,9 +186,12 @@ class NodeState:
         self.metrics.draining.set(1)
         info = self.draining_info()
         for session in list(self.sessions.values()):
+            # with a redirect (a manager in front), a session's own offer path
+            where = (f"/{session.kind.path}/{session.stream.name}" if redirect is not None
+                     else None)
             session.events.push("reconnect", {"reason": "node draining",
-                                              "code": proto.DRAINING})
-            session.events.push("node_draining", info)
+                                              "code": proto.DRAINING, "redirect": where})
+            session.events.push("node_draining", {**info, "redirect": where})
         for listener in list(self.drain_listeners):
             try:
                 listener(info)

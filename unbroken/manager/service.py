@@ -1,0 +1,62 @@
+"""The manager's parts wired together: store, registry, router, proxy, metrics, feed."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from .config import ManagerConfig
+from .feed import ClusterFeed
+from .metrics import ManagerMetrics
+from .proxy import NodeProxy, ProxySettings
+from .registry import Registry
+from .routing import RouteAnswer, Router, RouteKind
+from .store import ClusterStore, open_store
+
+__all__ = ["MANAGER", "Manager"]
+
+
+class Manager:
+    """Owns one manager's state; `start()`/`close()` bracket its life. `draining` is set
+    on SIGTERM: no new sessions, open streams and sockets get `drain_timeout` to end."""
+
+    def __init__(self, config: ManagerConfig, store: ClusterStore | None = None) -> None:
+        self.config = config
+        self.store = store or open_store(config.redis_url, prefix=config.redis_prefix)
+        self.proxy: NodeProxy
+        self.registry = Registry(self.store, self._check, lease_s=config.lease)
+        self.router = Router(self.registry)
+        self.metrics = ManagerMetrics(self.registry.views, self.registry.clock)
+        self.proxy = NodeProxy(self.registry, self.metrics,
+                               ProxySettings(config.node_connect_timeout, config.node_answer_timeout))
+        self.feed = ClusterFeed(self.registry)
+        self.draining = False
+        self.started_at = time.time()
+
+    async def _check(self, record) -> bool:
+        return await self.proxy.check(record)
+
+    async def start(self) -> None:
+        await self.proxy.start()
+        await self.registry.start()
+        self.feed.start()
+
+    async def close(self) -> None:
+        await self.feed.close()
+        await self.registry.close()
+        await self.proxy.close()
+        await self.store.close()
+
+    async def route(self, kind: RouteKind, stream: str, group: str | None = None) -> RouteAnswer:
+        """A route decision, timed into the latency histogram."""
+        started = time.perf_counter()
+        try:
+            if kind is RouteKind.PUBLISH:
+                return await self.router.route_publish(stream, group)
+            return await self.router.route_play(stream, group)
+        finally:
+            self.metrics.route_seconds.labels(kind.value).observe(time.perf_counter() - started)
+
+
+MANAGER = web.AppKey("manager", Manager)
