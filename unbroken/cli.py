@@ -39,6 +39,18 @@ def _node_options(p) -> None:
                    help="seconds without HLS requests before packaging stops (default 15)")
     p.add_argument("--hls-end-grace", type=float,
                    help="seconds without publisher before the playlist ends (default 5)")
+    p.add_argument("--role", choices=["standalone", "origin", "edge"],
+                   help="standalone: publishers and viewers; origin: the same, for edges "
+                        "to pull from; edge: pulls the streams its viewers ask for from "
+                        "--upstream (default standalone)")
+    p.add_argument("--upstream",
+                   help="edge: comma-separated base URLs of origins (or edges of a relay "
+                        "tier) to pull streams from (default none)")
+    p.add_argument("--upstream-token",
+                   help="edge: bearer token presented to upstreams (default none)")
+    p.add_argument("--relay-linger", type=float,
+                   help="edge: seconds a pull goes on after its last viewer left "
+                        "(default 5)")
 
 
 def _up_parser(sub) -> None:
@@ -61,7 +73,9 @@ def _node_config(args, command: str):
             hls=args.hls, hls_transcode=args.hls_transcode,
             hls_segment_duration=args.hls_segment_duration,
             hls_part_duration=args.hls_part_duration, hls_window=args.hls_window,
-            hls_idle_timeout=args.hls_idle_timeout, hls_end_grace=args.hls_end_grace)
+            hls_idle_timeout=args.hls_idle_timeout, hls_end_grace=args.hls_end_grace,
+            role=args.role, upstream=args.upstream, upstream_token=args.upstream_token,
+            relay_linger=args.relay_linger)
     except (ValueError, OSError) as exc:
         sys.exit(f"unbroken {command}: {exc}")
 

@@ -14,6 +14,7 @@ from .admission import Admission
 from .config import NodeConfig
 from .figures import live_figures
 from .http_common import ADMISSION, STATE
+from .relay import Relay, StaticUpstreams, UpstreamLocator
 from .state import NodeState
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -35,6 +36,11 @@ async def web_file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(str(path))
 
 
+def upstream_locator(config: NodeConfig) -> UpstreamLocator:
+    """Where an edge looks for the streams it pulls (the static ``--upstream`` list)."""
+    return StaticUpstreams(config.upstream_urls, config.upstream_token)
+
+
 def create_app(config: NodeConfig) -> web.Application:
     # client_max_size bounds every body aiohttp reads for us
     state = NodeState(config)
@@ -54,10 +60,18 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/web/{name}", web_file)
 
+    relay: Relay | None = None
+    if config.role == "edge":
+        relay = Relay(state, upstream_locator(config), config.relay_linger,
+                      metrics.registry)
+        state.puller = relay
+
     async def on_startup(app: web.Application) -> None:
         await state.start()
 
     async def on_shutdown(app: web.Application) -> None:
+        if relay is not None:
+            await relay.stop()
         await state.stop()
 
     app.on_startup.append(on_startup)

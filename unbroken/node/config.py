@@ -45,6 +45,20 @@ class NodeConfig:
     hls_end_grace: float = 5.0
     # libx264 preset of the VP8 → H264 transcoder
     hls_x264_preset: str = "superfast"
+    # "standalone" (takes publishers and viewers), "origin" (the same, for edges to pull
+    # from), "edge" (pulls the streams its viewers ask for from an upstream)
+    role: str = "standalone"
+    # edge: comma-separated base URLs of the upstreams to pull from (origins, or edges of
+    # a relay tier), all tried for every stream
+    upstream: str = ""
+    # edge: the bearer token presented to upstreams (empty = none)
+    upstream_token: str = ""
+    # edge: seconds a pull goes on after its stream's last viewer left
+    relay_linger: float = 5.0
+
+    @property
+    def upstream_urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.upstream.split(",") if u.strip()]
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "NodeConfig":
@@ -76,11 +90,23 @@ class NodeConfig:
             raise ValueError("hls_idle_timeout must be positive, hls_end_grace not negative")
         if self.hls_x264_preset not in _X264_PRESETS:
             raise ValueError(f"hls_x264_preset must be one of {', '.join(_X264_PRESETS)}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        for url in self.upstream_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream URLs must be http:// or https://, not {url!r}")
+        if self.role == "edge" and not self.upstream_urls:
+            raise ValueError("an edge needs --upstream URL[,URL...]")
+        if self.upstream_urls and self.role != "edge":
+            raise ValueError("--upstream is for --role edge")
+        if not 0 <= self.relay_linger <= 3600:
+            raise ValueError("relay_linger must be between 0 and 3600 seconds")
         from unbroken.media.hls import HlsSettings
 
         HlsSettings(segment_duration=self.hls_segment_duration,
                     part_duration=self.hls_part_duration, window=self.hls_window).validate()
 
 
+ROLES = ("standalone", "origin", "edge")
 _X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
