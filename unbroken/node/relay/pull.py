@@ -85,6 +85,7 @@ class Pull:
         self._packets_before = 0  # packets/losses of the previous upstream sessions
         self._lost_before = 0
         self._idle_since: float | None = None
+        self.waiting = 0  # viewers waiting for this pull to go live
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
@@ -156,7 +157,7 @@ class Pull:
 
     def _viewers(self) -> bool:
         stream = self.host.stream(self.name)
-        return bool(stream.subscriber_ids) or any(stream.sinks(kind) for kind in KINDS)
+        return self.waiting > 0 or bool(stream.subscriber_ids) or any(stream.sinks(kind) for kind in KINDS)
 
     def _lingered(self) -> bool:
         """True once the stream has had no viewer (WHEP, channel, HLS) for the linger."""
@@ -272,14 +273,18 @@ class Pull:
         try:
             await asyncio.wait({events, closed, lingered}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            finished = {t for t in (events, closed, lingered) if t.done()}
             for task in (events, closed, lingered):
                 task.cancel()
             await asyncio.gather(events, closed, lingered, return_exceptions=True)
-        reason = (events.result() if events.done() and not events.cancelled()
-                  and events.exception() is None else
-                  f"upstream connection {peer.connection_state}" if closed.done()
-                  else "no viewers")
-        if not lingered.done():
+        no_viewers = lingered in finished
+        if events in finished and not events.cancelled() and events.exception() is None:
+            reason = events.result()
+        elif closed in finished:
+            reason = f"upstream connection {peer.connection_state}"
+        else:
+            reason = "no viewers"
+        if not no_viewers:
             self.upstream_losses += 1
             self.last_error = reason
             self.on_outcome("lost", None)

@@ -50,9 +50,12 @@ class Relay:
                                            self.linger, self._count)
             pull.start()
             log.info("pull started", extra={"stream": name})
-        pull.hold()
-        await pull.wait_settled(wait or SETUP_WAIT, through_failures=wait > 0)
-        pull.hold()
+        pull.waiting += 1
+        try:
+            await pull.wait_settled(wait or SETUP_WAIT, through_failures=wait > 0)
+        finally:
+            pull.waiting -= 1
+            pull.hold()
 
     def hold(self, name: str) -> None:
         pull = self.pulls.get(name)
