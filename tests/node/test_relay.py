@@ -245,3 +245,89 @@ async def test_codec_change_upstream_moves_edge_viewers_on(start_node):
     finally:
         await viewer.stop()
         await pub.stop()
+
+
+async def test_hls_served_by_an_edge(start_node):
+    origin = start_node("--role", "origin", "--media-timeout", "3")
+    edge = edge_of(start_node, origin)
+    pub = await publish(origin.url, "hlsedge", "h264")
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"{edge.url}/hls/hlsedge/index.m3u8"
+            deadline = time.monotonic() + 20
+            body = ""
+            while "#EXTINF" not in body and time.monotonic() < deadline:
+                async with http.get(url) as r:
+                    body = await r.text() if r.status == 200 else ""
+                await asyncio.sleep(0.2)
+            assert "#EXTINF" in body, body
+            segment = next(line for line in body.splitlines()
+                           if line and not line.startswith("#"))
+            async with http.get(f"{edge.url}/hls/hlsedge/{segment}") as r:
+                assert r.status == 200 and len(await r.read()) > 1000
+        info = (await streams(edge.url))["hlsedge"]
+        assert info["upstream"]["state"] == "live" and info["viewers"] == 0
+    finally:
+        await pub.stop()
+
+
+async def test_loss_on_the_relay_hop_is_repaired(start_node):
+    """An in-process edge drops every 15th video packet the origin sends it (once): its
+    pull NACKs them and the origin resends them (RTX); the edge's viewer sees a clean
+    picture."""
+    from aiohttp import web
+
+    from tests.conftest import free_port
+    from unbroken.media.pull import PullPeer
+    from unbroken.node.app import create_app
+    from unbroken.node.config import NodeConfig
+
+    origin = start_node("--role", "origin")
+    dropped: set[int] = set()
+    accept = PullPeer.accept
+
+    async def lossy_accept(peer, answer_sdp):
+        for transceiver in peer.pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.receiver._handle_rtp_packet = lossy(
+                    transceiver.receiver._handle_rtp_packet)
+        return await accept(peer, answer_sdp)
+
+    def lossy(handle):
+        count = 0
+
+        async def drop_some(packet, arrival_time_ms):
+            nonlocal count
+            count += 1
+            if (count % 15 == 0 and packet.payload_type < 120
+                    and packet.sequence_number not in dropped):
+                dropped.add(packet.sequence_number)
+                return
+            await handle(packet, arrival_time_ms)
+
+        return drop_some
+
+    PullPeer.accept = lossy_accept
+    config = NodeConfig(host="127.0.0.1", port=free_port(), role="edge", upstream=origin.url)
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    edge_url = f"http://127.0.0.1:{config.port}"
+    pub = await publish(origin.url, "lossy", "vp8", audio=False)
+    viewer = None
+    try:
+        viewer = await WhepViewer(edge_url, "lossy", audio=False).start()
+        await viewer.wait_frames(90, 30)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(origin.url + "/api/v1/sessions") as r:
+                sessions = (await r.json())["sessions"]
+        pull = next(s for s in sessions if s["kind"] == "play")["tracks"]["video"]
+        assert len(dropped) >= 5
+        assert pull["nacks"] >= len(dropped) // 2 and pull["retransmits"] > 0, pull
+        assert counters_advance(viewer.counters)
+    finally:
+        PullPeer.accept = accept
+        if viewer is not None:
+            await viewer.stop()
+        await pub.stop()
+        await runner.cleanup()
