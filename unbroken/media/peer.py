@@ -22,7 +22,7 @@ from .packet import OutputProfile
 from .receiver import TrackReceiver
 from .stream import Source, Stream
 
-__all__ = ["FORWARDED_MIME_TYPES", "MEDIA_KINDS", "NegotiationError", "Peer", "PublisherPeer", "SubscriberPeer",
+__all__ = ["FORWARDED_MIME_TYPES", "IngestPeer", "MEDIA_KINDS", "NegotiationError", "Peer", "PublisherPeer", "SubscriberPeer",
            "media_transceivers", "media_codecs", "tap_ingest"]
 
 log = logging.getLogger("unbroken.media.peer")
@@ -135,13 +135,27 @@ class Peer:
         raise NotImplementedError
 
 
-class PublisherPeer(Peer):
-    """A publisher's ingest: taps its tracks into the stream as a Source."""
+class IngestPeer(Peer):
+    """A peer whose received tracks feed a stream (a publisher's, or an edge's pull of an
+    upstream): owns their Source, detached from the stream when the peer closes."""
 
     def __init__(self, session_id: str, stream: Stream,
                  ice: RTCConfiguration | None = None) -> None:
         super().__init__(session_id, stream, ice)
         self.source: Source | None = None
+
+    def last_packet_at(self) -> float | None:
+        return self.source.last_packet_at() if self.source else None
+
+    def _detach(self) -> None:
+        if self.source is not None:
+            self.stream.detach(self.source)
+            for receiver in self.source.receivers.values():
+                receiver.close()
+
+
+class PublisherPeer(IngestPeer):
+    """A publisher's ingest: taps its tracks into the stream as a Source."""
 
     async def answer(self, offer_sdp: str) -> str:
         """Negotiate; the source is attached to the stream once the answer is made."""
@@ -162,15 +176,6 @@ class PublisherPeer(Peer):
             receivers[t.kind] = tap_ingest(t, codecs)
         self.source = Source(self.id, receivers)
         return answer
-
-    def last_packet_at(self) -> float | None:
-        return self.source.last_packet_at() if self.source else None
-
-    def _detach(self) -> None:
-        if self.source is not None:
-            self.stream.detach(self.source)
-            for receiver in self.source.receivers.values():
-                receiver.close()
 
 
 class SubscriberPeer(Peer):

@@ -10,19 +10,19 @@ No HTTP here: the relay (``unbroken.node.relay``) carries the offer and answer.
 
 from __future__ import annotations
 
-from aiortc import RTCConfiguration, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCRtpReceiver, RTCSessionDescription
 from aiortc.codecs import is_rtx
 
 from .peer import (
     FORWARDED_MIME_TYPES,
     MEDIA_KINDS,
+    IngestPeer,
     NegotiationError,
-    Peer,
     media_codecs,
     media_transceivers,
     tap_ingest,
 )
-from .stream import Source, Stream
+from .stream import Source
 
 __all__ = ["PullPeer"]
 
@@ -34,15 +34,10 @@ def _receivable_codecs(kind: str) -> list:
             if c.mimeType.lower() in FORWARDED_MIME_TYPES or is_rtx(c)]
 
 
-class PullPeer(Peer):
+class PullPeer(IngestPeer):
     """One pull of one stream from an upstream: owns the receiving peer connection and the
     Source its tapped tracks make. The source is attached to the stream by the relay
     (``Stream.attach``), detached when the peer closes."""
-
-    def __init__(self, session_id: str, stream: Stream,
-                 ice: RTCConfiguration | None = None) -> None:
-        super().__init__(session_id, stream, ice)
-        self.source: Source | None = None
 
     async def offer(self) -> str:
         """A recvonly offer for audio and video (ICE candidates gathered, no trickle)."""
@@ -69,12 +64,3 @@ class PullPeer(Peer):
                                    status=406)
         self.source = Source(self.id, receivers)
         return self.source
-
-    def last_packet_at(self) -> float | None:
-        return self.source.last_packet_at() if self.source else None
-
-    def _detach(self) -> None:
-        if self.source is not None:
-            self.stream.detach(self.source)
-            for receiver in self.source.receivers.values():
-                receiver.close()
