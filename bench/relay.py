@@ -43,11 +43,16 @@ async def publish(url: str, stream: str) -> WhipPublisher:
                                video_codec="vp8").start()
 
 
-async def ttff(url: str, stream: str) -> float:
+async def ttff(url: str, stream: str) -> float | None:
+    """ms from the WHEP POST to the first decoded frame; None: none within 5 s (a miss,
+    counted in the results)."""
     viewer = await WhepViewer(url, stream, audio=False).start()
     try:
-        await viewer.wait_first_frame(10)
+        await viewer.wait_first_frame(5)
         return viewer.time_to_first_frame * 1000
+    except TimeoutError:
+        log(f"no frame within 5 s at {url}")
+        return None
     finally:
         await viewer.stop()
 
@@ -116,8 +121,9 @@ async def failovers(faults: int) -> dict:
     return {"picture_back_ms": back}
 
 
-def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50": round(percentile(values, 50), 1),
+def summary(measured: list[float | None]) -> dict:
+    values = [v for v in measured if v is not None]
+    return {"n": len(values), "misses": len(measured) - len(values), "p50": round(percentile(values, 50), 1),
             "p95": round(percentile(values, 95), 1),
             "mean": round(statistics.fmean(values), 1)}
 
@@ -151,7 +157,7 @@ async def main() -> None:
     }
     rows = [{"what": key, **results[key]} for key in results
             if key not in ("machine", "targets")]
-    log(table([("what", "what"), ("n", "n"), ("p50", "p50"), ("p95", "p95"),
+    log(table([("what", "what"), ("n", "n"), ("misses", "misses"), ("p50", "p50"), ("p95", "p95"),
                ("mean", "mean")], rows))
     write_results("relay", results, args.quick)
     print(json.dumps(results))

@@ -50,6 +50,8 @@ class PullState(StrEnum):
 class PullHost(Protocol):
     """What a pull needs of its node."""
 
+    streams: dict[str, Stream]
+
     def stream(self, name: str) -> Stream: ...
 
     def attach_source(self, stream: Stream, source: Source) -> None: ...
@@ -65,7 +67,8 @@ class Pull:
 
     def __init__(self, name: str, host: PullHost, locator: UpstreamLocator,
                  client: UpstreamClient, linger: float,
-                 on_outcome: Callable[[str, int | None], None] | None = None) -> None:
+                 on_outcome: Callable[[str, int | None], None] | None = None,
+                 on_ended: Callable[["Pull"], None] | None = None) -> None:
         self.name = name
         self.host = host
         self.locator = locator
@@ -73,6 +76,8 @@ class Pull:
         self.linger = linger
         # told ("live" | "refused" | "failed" | "lost", HTTP status or None) of each outcome
         self.on_outcome = on_outcome or (lambda outcome, status: None)
+        # told when the pull has ended (a viewer may have come meanwhile)
+        self.on_ended = on_ended or (lambda pull: None)
         self.state = PullState.CONNECTING
         self.since = time.monotonic()
         self.upstream: Upstream | None = None
@@ -122,7 +127,9 @@ class Pull:
                 return
 
     def _live(self) -> bool:
-        return self.state is PullState.LIVE
+        peer = self.peer
+        return (self.state is PullState.LIVE and peer is not None
+                and peer.source is not None and peer.stream.source is peer.source)
 
     def _set(self, state: PullState) -> None:
         if state is not self.state:
@@ -151,13 +158,21 @@ class Pull:
             if self.peer is not None:
                 await self.peer.close("relay stopped")
             self._set(PullState.ENDED)
-            stream = self.host.stream(self.name)
-            self.host.forget_idle(stream)
+            stream = self.host.streams.get(self.name)
+            if stream is not None:
+                self.host.forget_idle(stream)
             log.info("pull ended", extra={"stream": self.name})
+            self.on_ended(self)
+
+    def has_viewers(self) -> bool:
+        return self._viewers()
 
     def _viewers(self) -> bool:
-        stream = self.host.stream(self.name)
-        return self.waiting > 0 or bool(stream.subscriber_ids) or any(stream.sinks(kind) for kind in KINDS)
+        stream = self.host.streams.get(self.name)
+        if stream is None:
+            return self.waiting > 0
+        return (self.waiting > 0 or bool(stream.subscriber_ids)
+                or any(stream.sinks(kind) for kind in KINDS))
 
     def _lingered(self) -> bool:
         """True once the stream has had no viewer (WHEP, channel, HLS) for the linger."""
@@ -292,6 +307,8 @@ class Pull:
                                              "upstream": session.upstream.url})
         self._count_session(peer)
         self.peer = None
+        if not no_viewers:
+            self._set(PullState.CONNECTING)
         await peer.close(reason)  # detaches the source: viewers hear `inactive`
         self._in_background(self.client.end(session))
 

@@ -32,6 +32,7 @@ class Relay:
         self.linger = linger
         self.client = UpstreamClient()
         self.pulls: dict[str, Pull] = {}
+        self._stopping = False
         self.attempts = Counter(
             "unbroken_relay_pull_attempts", "Pull attempts by outcome (live, refused by an "
             "upstream, failed, live upstream session lost)", ["outcome"], registry=registry)
@@ -44,18 +45,28 @@ class Relay:
         """Make sure `name` is being pulled, then wait (at most `wait` s, or SETUP_WAIT
         when 0) for it to be live here. Without a wait of its own the caller stops
         waiting at the first failed attempt (it gets "not live", the pull retries)."""
-        pull = self.pulls.get(name)
-        if pull is None or pull.ended:
-            pull = self.pulls[name] = Pull(name, self.host, self.locator, self.client,
-                                           self.linger, self._count)
-            pull.start()
-            log.info("pull started", extra={"stream": name})
+        pull = self._running(name)
         pull.waiting += 1
         try:
             await pull.wait_settled(wait or SETUP_WAIT, through_failures=wait > 0)
         finally:
             pull.waiting -= 1
             pull.hold()
+
+    def _running(self, name: str) -> Pull:
+        """`name`'s pull, started if there is none (or it has ended)."""
+        pull = self.pulls.get(name)
+        if pull is None or pull.ended:
+            pull = self.pulls[name] = Pull(name, self.host, self.locator, self.client,
+                                           self.linger, self._count, self._ended)
+            pull.start()
+            log.info("pull started", extra={"stream": name})
+        return pull
+
+    def _ended(self, pull: Pull) -> None:
+        """A viewer that joined while the pull was ending keeps its stream."""
+        if self.pulls.get(pull.name) is pull and not self._stopping and pull.has_viewers():
+            self._running(pull.name)
 
     def hold(self, name: str) -> None:
         pull = self.pulls.get(name)
@@ -79,6 +90,7 @@ class Relay:
                 del self.pulls[name]
 
     async def stop(self) -> None:
+        self._stopping = True
         await asyncio.gather(*(p.stop() for p in self.pulls.values()), return_exceptions=True)
         self.pulls.clear()
         await self.client.close()
