@@ -39,10 +39,20 @@ def _node_options(p) -> None:
                    help="seconds without HLS requests before packaging stops (default 15)")
     p.add_argument("--hls-end-grace", type=float,
                    help="seconds without publisher before the playlist ends (default 5)")
-    g = p.add_argument_group("cluster (docs: README, 'The stream manager')")
-    g.add_argument("--manager", help="stream manager URL to register with (http(s)://...)")
+    g = p.add_argument_group("cluster (docs: README, 'Origins and edges', 'The stream manager')")
     g.add_argument("--role", choices=["standalone", "origin", "edge"],
-                   help="role in the cluster (default standalone)")
+                   help="standalone: publishers and viewers; origin: the same, for edges "
+                        "to pull from; edge: pulls the streams its viewers ask for from "
+                        "--upstream (default standalone)")
+    g.add_argument("--upstream",
+                   help="edge: comma-separated base URLs of origins (or edges of a relay "
+                        "tier) to pull streams from (default none)")
+    g.add_argument("--upstream-token",
+                   help="edge: bearer token presented to upstreams (default none)")
+    g.add_argument("--relay-linger", type=float,
+                   help="edge: seconds a pull goes on after its last viewer left "
+                        "(default 5)")
+    g.add_argument("--manager", help="stream manager URL to register with (http(s)://...)")
     g.add_argument("--group", help="node group (default 'default')")
     g.add_argument("--advertise", help="base URL the manager reaches this node at "
                                        "(default http://HOST:PORT)")
@@ -114,7 +124,8 @@ def _node_config(args, command: str):
             hls_idle_timeout=args.hls_idle_timeout, hls_end_grace=args.hls_end_grace,
             manager=args.manager, role=args.role, group=args.group, advertise=args.advertise,
             node_id=args.node_id, node_token=args.node_token, manager_ca=args.manager_ca,
-            manager_fingerprint=args.manager_fingerprint)
+            manager_fingerprint=args.manager_fingerprint, upstream=args.upstream,
+            upstream_token=args.upstream_token, relay_linger=args.relay_linger)
     except (ValueError, OSError) as exc:
         sys.exit(f"unbroken {command}: {exc}")
 

@@ -22,7 +22,8 @@ from .packet import OutputProfile
 from .receiver import TrackReceiver
 from .stream import Source, Stream
 
-__all__ = ["FORWARDED_MIME_TYPES", "NegotiationError", "Peer", "PublisherPeer", "SubscriberPeer"]
+__all__ = ["FORWARDED_MIME_TYPES", "IngestPeer", "MEDIA_KINDS", "NegotiationError", "Peer", "PublisherPeer", "SubscriberPeer",
+           "media_transceivers", "media_codecs", "tap_ingest"]
 
 log = logging.getLogger("unbroken.media.peer")
 
@@ -38,7 +39,7 @@ class NegotiationError(Exception):
         self.status = status
 
 
-def _media_transceivers(pc: RTCPeerConnection) -> list:
+def media_transceivers(pc: RTCPeerConnection) -> list:
     transceivers = [t for t in pc.getTransceivers() if t.kind in MEDIA_KINDS]
     kinds = [t.kind for t in transceivers]
     if not transceivers:
@@ -69,8 +70,27 @@ async def _make_answer(pc: RTCPeerConnection) -> str:
     return pc.localDescription.sdp
 
 
-def _media_codecs(transceiver) -> list[RTCRtpCodecParameters]:
+def media_codecs(transceiver) -> list[RTCRtpCodecParameters]:
     return [c for c in rtc_internals.negotiated_codecs(transceiver) if not is_rtx(c)]
+
+
+def tap_ingest(transceiver, codecs: list[RTCRtpCodecParameters]) -> TrackReceiver:
+    """A TrackReceiver fed the decrypted RTP of `transceiver`'s receiver (aiortc's receiver
+    stays for NACK and receiver reports, and sends our keyframe requests)."""
+    rtc_receiver = transceiver.receiver
+
+    def send_pli(media_ssrc: int) -> None:
+        asyncio.ensure_future(rtc_internals.send_pli(rtc_receiver, media_ssrc))
+
+    track_receiver = TrackReceiver(
+        transceiver.kind, {c.payloadType: c for c in codecs}, codecs[0], send_pli)
+    rtc_internals.tap_receiver(rtc_receiver, track_receiver.handle_rtp)
+
+    async def on_rtcp(packet) -> None:
+        track_receiver.handle_sender_report(packet)
+
+    rtc_internals.wrap_receiver_rtcp(rtc_receiver, on_rtcp)
+    return track_receiver
 
 
 class Peer:
@@ -115,50 +135,14 @@ class Peer:
         raise NotImplementedError
 
 
-class PublisherPeer(Peer):
-    """A publisher's ingest: taps its tracks into the stream as a Source."""
+class IngestPeer(Peer):
+    """A peer whose received tracks feed a stream (a publisher's, or an edge's pull of an
+    upstream): owns their Source, detached from the stream when the peer closes."""
 
     def __init__(self, session_id: str, stream: Stream,
                  ice: RTCConfiguration | None = None) -> None:
         super().__init__(session_id, stream, ice)
         self.source: Source | None = None
-
-    async def answer(self, offer_sdp: str) -> str:
-        """Negotiate; the source is attached to the stream once the answer is made."""
-        await _apply_offer(self.pc, offer_sdp)
-        transceivers = _media_transceivers(self.pc)
-        for t in transceivers:
-            rtc_internals.restrict_answer_codecs(t, FORWARDED_MIME_TYPES)
-            t.direction = "recvonly"
-        if not any(_media_codecs(t) for t in transceivers):
-            raise NegotiationError("offer has no codec this node can receive "
-                                   "(H264 packetization-mode=1, VP8, Opus)", status=406)
-        answer = await _make_answer(self.pc)
-        receivers: dict[str, TrackReceiver] = {}
-        for t in transceivers:
-            media_codecs = _media_codecs(t)
-            if not media_codecs or t.currentDirection == "inactive":
-                continue
-            receivers[t.kind] = self._tap(t, media_codecs)
-        self.source = Source(self.id, receivers)
-        return answer
-
-    def _tap(self, transceiver, media_codecs: list[RTCRtpCodecParameters]) -> TrackReceiver:
-        rtc_receiver = transceiver.receiver
-
-        def send_pli(media_ssrc: int) -> None:
-            asyncio.ensure_future(rtc_internals.send_pli(rtc_receiver, media_ssrc))
-
-        track_receiver = TrackReceiver(
-            transceiver.kind, {c.payloadType: c for c in media_codecs}, media_codecs[0],
-            send_pli)
-        rtc_internals.tap_receiver(rtc_receiver, track_receiver.handle_rtp)
-
-        async def on_rtcp(packet) -> None:
-            track_receiver.handle_sender_report(packet)
-
-        rtc_internals.wrap_receiver_rtcp(rtc_receiver, on_rtcp)
-        return track_receiver
 
     def last_packet_at(self) -> float | None:
         return self.source.last_packet_at() if self.source else None
@@ -168,6 +152,30 @@ class PublisherPeer(Peer):
             self.stream.detach(self.source)
             for receiver in self.source.receivers.values():
                 receiver.close()
+
+
+class PublisherPeer(IngestPeer):
+    """A publisher's ingest: taps its tracks into the stream as a Source."""
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Negotiate; the source is attached to the stream once the answer is made."""
+        await _apply_offer(self.pc, offer_sdp)
+        transceivers = media_transceivers(self.pc)
+        for t in transceivers:
+            rtc_internals.restrict_answer_codecs(t, FORWARDED_MIME_TYPES)
+            t.direction = "recvonly"
+        if not any(media_codecs(t) for t in transceivers):
+            raise NegotiationError("offer has no codec this node can receive "
+                                   "(H264 packetization-mode=1, VP8, Opus)", status=406)
+        answer = await _make_answer(self.pc)
+        receivers: dict[str, TrackReceiver] = {}
+        for t in transceivers:
+            codecs = media_codecs(t)
+            if not codecs or t.currentDirection == "inactive":
+                continue
+            receivers[t.kind] = tap_ingest(t, codecs)
+        self.source = Source(self.id, receivers)
+        return answer
 
 
 class SubscriberPeer(Peer):
@@ -180,25 +188,25 @@ class SubscriberPeer(Peer):
 
     async def answer(self, offer_sdp: str) -> str:
         await _apply_offer(self.pc, offer_sdp)
-        transceivers = _media_transceivers(self.pc)
+        transceivers = media_transceivers(self.pc)
         stream_codecs = self.stream.codecs()
         for t in transceivers:
             wanted = stream_codecs.get(t.kind)
             if wanted is not None:
                 rtc_internals.restrict_answer_codecs(t, (wanted.mimeType,))
-                if not _media_codecs(t):
+                if not media_codecs(t):
                     raise NegotiationError(
                         f"stream sends {wanted.mimeType}, which the offer does not accept",
                         status=406)
             t.direction = "sendonly"
             t.sender.replaceTrack(rtc_internals.SilentTrack(t.kind))
-        if not any(_media_codecs(t) for t in transceivers):
+        if not any(media_codecs(t) for t in transceivers):
             raise NegotiationError("offer accepts none of the stream's media", status=406)
         answer = await _make_answer(self.pc)
         for t in transceivers:
-            media_codecs = _media_codecs(t)
-            if media_codecs:
-                self.downtracks[t.kind] = self._downtrack(t, media_codecs[0])
+            codecs = media_codecs(t)
+            if codecs:
+                self.downtracks[t.kind] = self._downtrack(t, codecs[0])
         for track in self.downtracks.values():
             self.stream.add_sink(track)
             track.start()

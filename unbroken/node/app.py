@@ -13,6 +13,7 @@ from .admission import Admission
 from .config import NodeConfig
 from .figures import live_figures
 from .http_common import ADMISSION, STATE
+from .relay import Relay, StaticUpstreams, UpstreamLocator
 from .state import NodeState
 
 
@@ -23,6 +24,11 @@ async def index(request: web.Request) -> web.FileResponse:
 def _starts_session(request: web.Request) -> bool:
     return (request.method == "POST" and request.path.count("/") == 2
             and request.path.startswith(("/whip/", "/whep/"))) or request.path == "/ws"
+
+
+def upstream_locator(config: NodeConfig) -> UpstreamLocator:
+    """Where an edge looks for the streams it pulls (the static ``--upstream`` list)."""
+    return StaticUpstreams(config.upstream_urls, config.upstream_token)
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -53,6 +59,12 @@ def create_app(config: NodeConfig) -> web.Application:
 
         link = ManagerLink(state, config)
 
+    relay: Relay | None = None
+    if config.role == "edge":
+        relay = Relay(state, upstream_locator(config), config.relay_linger,
+                      metrics.registry)
+        state.puller = relay
+
     async def on_startup(app: web.Application) -> None:
         await state.start()
         if link is not None:
@@ -61,6 +73,8 @@ def create_app(config: NodeConfig) -> web.Application:
     async def on_shutdown(app: web.Application) -> None:
         if link is not None:
             await link.stop()
+        if relay is not None:
+            await relay.stop()
         await state.stop()
 
     app.on_startup.append(on_startup)

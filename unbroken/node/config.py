@@ -45,10 +45,18 @@ class NodeConfig:
     hls_end_grace: float = 5.0
     # libx264 preset of the VP8 → H264 transcoder
     hls_x264_preset: str = "superfast"
+    # "standalone" (takes publishers and viewers), "origin" (the same, for edges to pull
+    # from), "edge" (pulls the streams its viewers ask for from an upstream)
+    role: str = "standalone"
+    # edge: comma-separated base URLs of the upstreams to pull from (origins, or edges of
+    # a relay tier), all tried for every stream
+    upstream: str = ""
+    # edge: the bearer token presented to upstreams (empty = none)
+    upstream_token: str = ""
+    # edge: seconds a pull goes on after its stream's last viewer left
+    relay_linger: float = 5.0
     # the stream manager to register with (http(s) URL); empty = a node on its own
     manager: str = ""
-    # role in the cluster: "standalone", "origin" (takes publishers) or "edge"
-    role: str = "standalone"
     group: str = "default"
     # the base URL the manager reaches this node at (default http://HOST:PORT)
     advertise: str = ""
@@ -66,6 +74,10 @@ class NodeConfig:
     client_request_burst: int = 100
     client_sessions_per_s: float = 0.0
     client_session_burst: int = 20
+
+    @property
+    def upstream_urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.upstream.split(",") if u.strip()]
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "NodeConfig":
@@ -112,8 +124,17 @@ class NodeConfig:
         return f"http://{host}:{self.port}"
 
     def _validate_cluster(self) -> None:
-        if self.role not in ("standalone", "origin", "edge"):
-            raise ValueError("role must be 'standalone', 'origin' or 'edge'")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        for url in self.upstream_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream URLs must be http:// or https://, not {url!r}")
+        if self.role == "edge" and not self.upstream_urls:
+            raise ValueError("an edge needs --upstream URL[,URL...]")
+        if self.upstream_urls and self.role != "edge":
+            raise ValueError("--upstream is for --role edge")
+        if not 0 <= self.relay_linger <= 3600:
+            raise ValueError("relay_linger must be between 0 and 3600 seconds")
         if self.advertise and not self.advertise.startswith(("http://", "https://")):
             raise ValueError("advertise must be an http(s) URL")
         if min(self.client_requests_per_s, self.client_sessions_per_s) < 0 or \
@@ -131,5 +152,6 @@ class NodeConfig:
             raise ValueError("heartbeat_interval must be between 0.1 and 10 seconds")
 
 
+ROLES = ("standalone", "origin", "edge")
 _X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 

@@ -14,8 +14,11 @@ from .state import NodeState, codec_names
 def stream_info(state: NodeState, stream: Stream) -> dict:
     source = stream.source
     publisher = None
-    if source is not None:
-        session = state.sessions.get(source.id)
+    upstream = state.puller.describe(stream.name) if state.puller is not None else None
+    session = state.sessions.get(source.id) if source is not None else None
+    if upstream is not None and source is not None and session is None:
+        upstream["tracks"] = {kind: r.snapshot() for kind, r in source.receivers.items()}
+    elif source is not None:
         publisher = {
             "session": source.id,
             "connection": session.peer.connection_state if session else "closed",
@@ -27,6 +30,7 @@ def stream_info(state: NodeState, stream: Stream) -> dict:
         "live": stream.live,
         "codecs": codec_names(stream),
         "publisher": publisher,
+        "upstream": upstream,
         "viewers": len(stream.subscriber_ids),
     }
 

@@ -335,13 +335,17 @@ def _check_access(request: web.Request, token: str) -> str:
                     {"WWW-Authenticate": 'Bearer realm="unbroken"'})
 
 
-def _entry(request: web.Request) -> tuple[HlsService, StreamHls, str]:
+async def _entry(request: web.Request) -> tuple[HlsService, StreamHls, str]:
     service = _service(request)
     if service.config.hls == "off":
         raise HttpError(404, "hls_off", "HLS is off on this node")
     query = _check_access(request, service.config.token)
     name = stream_name(request)
     entry = service.want(name)
+    puller = service.state.puller
+    if entry is None and puller is not None:  # an edge: pull the stream, then package it
+        await puller.pull(name, 0)
+        entry = service.want(name)
     if entry is None:
         raise HttpError(404, "not_live", f"stream {name!r} is not live",
                         {"Cache-Control": "no-cache",
@@ -359,7 +363,7 @@ def _int_param(request: web.Request, key: str) -> int | None:
 
 
 async def playlist(request: web.Request) -> web.Response:
-    service, entry, query = _entry(request)
+    service, entry, query = await _entry(request)
     pl = entry.packager.playlist
     settings = service.settings
     msn, part = _int_param(request, "_HLS_msn"), _int_param(request, "_HLS_part")
@@ -386,7 +390,7 @@ async def playlist(request: web.Request) -> web.Response:
 
 
 async def segment(request: web.Request) -> web.Response:
-    service, entry, _ = _entry(request)
+    service, entry, _ = await _entry(request)
     pl = entry.packager.playlist
     position = pl.parse_uri(request.match_info["file"])
     if position is None:

@@ -7,9 +7,10 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from unbroken.media.peer import Peer, PublisherPeer, SubscriberPeer
-from unbroken.media.stream import Stream
+from unbroken.media.stream import Source, Stream
 from unbroken.protocol import session as proto
 from unbroken.protocol.endings import Ending
 from unbroken.protocol.states import ACTIVE_STATE, Kind, StreamEvent, StreamState
@@ -30,6 +31,20 @@ class StreamBusy(Exception):
 
 class NotLive(Exception):
     """The stream has no publisher."""
+
+
+class StreamPuller(Protocol):
+    """How an edge gets a stream it does not have (the relay, ``node.relay.Relay``)."""
+
+    async def pull(self, name: str, wait: float) -> None:
+        """Start pulling `name` if needed; return once it is live here, or the wait
+        (0: the puller's own set-up wait) is over."""
+
+    def hold(self, name: str) -> None:
+        """A viewer is joining `name`: keep its pull (restart the linger)."""
+
+    def describe(self, name: str) -> dict | None:
+        """The API's ``upstream`` figures of a pulled stream, or None."""
 
 
 class NodeState:
@@ -53,6 +68,8 @@ class NodeState:
         self.started_at = time.time()
         self.live_waiters = LiveWaiters()
         self.watchdog = Watchdog(self)
+        # set on an edge: pulls streams its viewers ask for from upstream
+        self.puller: StreamPuller | None = None
 
     # lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -91,7 +108,7 @@ class NodeState:
             answer = await peer.answer(offer)
         except BaseException:
             await peer.close("negotiation failed")
-            self._forget_idle(stream)
+            self.forget_idle(stream)
             raise
         previous = None
         if stream.live:
@@ -102,8 +119,7 @@ class NodeState:
         session = self._register(MediaSession(peer.id, Kind.PUBLISH, stream, peer, remote_ice,
                                               answer))
         # attach before the previous publisher closes: the stream is never left empty
-        stream.attach(peer.source)
-        self.live_waiters.wake(name)
+        self.attach_source(stream, peer.source)
         if previous:
             await self.end(previous, Ending.REPLACED, "replaced by a new publisher")
         log.info("publisher started", extra={"stream": name, "session": peer.id,
@@ -113,9 +129,14 @@ class NodeState:
     async def play(self, name: str, offer: str, remote_ice,
                    wait_live: float = 0.0) -> MediaSession:
         stream = self.streams.get(name)
-        if (stream is None or not stream.live) and wait_live > 0:
-            await self.live_waiters.wait(name, wait_live)
+        if stream is None or not stream.live:
+            if self.puller is not None:
+                await self.puller.pull(name, wait_live)
+            elif wait_live > 0:
+                await self.live_waiters.wait(name, wait_live)
             stream = self.streams.get(name)
+        elif self.puller is not None:
+            self.puller.hold(name)
         if stream is None or not stream.live:
             raise NotLive(name)
         peer = SubscriberPeer(_new_id(), stream)
@@ -170,9 +191,15 @@ class NodeState:
                                           "kind": session.kind, "reason": peer.close_reason})
         if session.kind == Kind.PLAY:
             self._push_viewer_count(stream)
-        self._forget_idle(stream)
+        self.forget_idle(stream)
 
-    def _forget_idle(self, stream: Stream) -> None:
+    def attach_source(self, stream: Stream, source: Source) -> None:
+        """Make `source` (a publisher's, or a pull's) feed `stream`; wake its waiters."""
+        stream.attach(source)
+        self.live_waiters.wake(stream.name)
+
+    def forget_idle(self, stream: Stream) -> None:
+        """Drop `stream` once it has neither source nor subscribers."""
         if stream.idle and self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
 
