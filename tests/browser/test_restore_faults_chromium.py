@@ -158,6 +158,8 @@ async def test_node_drained_make_before_break_no_gap(start_node, open_page, site
     await page.evaluate(JS_SAMPLE_COUNTER)
     await asyncio.sleep(1.0)  # a steady stretch before the drain: the baseline
     baseline = counter_gaps(await page.evaluate("() => counterSamples"))
+    if os.environ.get("BF_DEBUG"):
+        print("BASE", await page.evaluate("() => counterSamples.map(([t, v], i, a) => [Math.round(t - (i ? a[i-1][0] : t)), v])"))
 
     # both nodes' sessions of this stream, sampled every ~50 ms through the switch
     timeline: list[tuple[float, int, int]] = []  # (s, sessions on first, playing on second)
@@ -189,6 +191,8 @@ async def test_node_drained_make_before_break_no_gap(start_node, open_page, site
         ".map((e) => e.reason)")
     switch = [s for s in samples if s[0] >= samples[0][0] + 1000]  # from the SIGTERM on
     gaps = counter_gaps(switch)
+    if os.environ.get("BF_DEBUG"):
+        print("SWITCH", [[round(t - (i and switch[i-1][0] or t)), v] for i, (t, v) in enumerate(switch)])
     print(f"\nnode drained: baseline {baseline}; switch {gaps}; "
           f"publisher {summary(pub, t0)}; subscriber {summary(sub, t0)}")
 

@@ -90,6 +90,9 @@ export const RESTORE_DEFAULTS = Object.freeze({
 export const BROWSER_DEFAULTS = Object.freeze({
   /** a peer connection 'disconnected' this long counts as failed (ms) */
   disconnectedGraceMs: 500,
+  /** publisher, node draining: the old session keeps sending this long after the new one
+   * does, so the old node's viewers can move make-before-break too (ms) */
+  drainOverlapMs: 1500,
   /** where hls.js (ES module build) is loaded from for the HLS transport */
   hlsJsUrl: new URL('vendor/hls.min.mjs', import.meta.url).href,
 });
@@ -286,6 +289,7 @@ export class RestoringClient extends Emitter {
     this._stopping = false;
     this._stop = new AbortController();
     this._wake = null;  // resolves the retry wait early (network change)
+    this._makeBeforeBreak = false;  // attempts being connected run beside a live old one
     this._unwatch = [];
   }
 
@@ -332,6 +336,8 @@ export class RestoringClient extends Emitter {
   _settled(next) {}
   /** The attempt failed to open or to bring media (for transport failover). */
   _attemptFailed(attempt, err) {}
+  /** Make-before-break (drain): `next` delivers media (or is null: no restore); end `old`. */
+  _handover(old, next) { this._closeInBackground(old); }
 
   // internals ---------------------------------------------------------------------------
   _emit(event) {
@@ -407,8 +413,10 @@ export class RestoringClient extends Emitter {
       else if (TRY_ELSEWHERE.includes(fault.name) || fault.name === FAULTS.MISSING_PINGS) {
         first = (first + 1) % this.urls.length;
       }
+      this._makeBeforeBreak = keepOld;
       const next = await this._connect(first, fault);
-      if (keepOld) this._closeInBackground(attempt);
+      this._makeBeforeBreak = false;
+      if (keepOld) this._handover(attempt, next);
       this._settled(next);
       if (this._stopping) { if (next) this._closeInBackground(next); return; }
       if (!next) {
