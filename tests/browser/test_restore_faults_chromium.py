@@ -158,8 +158,6 @@ async def test_node_drained_make_before_break_no_gap(start_node, open_page, site
     await page.evaluate(JS_SAMPLE_COUNTER)
     await asyncio.sleep(1.0)  # a steady stretch before the drain: the baseline
     baseline = counter_gaps(await page.evaluate("() => counterSamples"))
-    if os.environ.get("BF_DEBUG"):
-        print("BASE", await page.evaluate("() => counterSamples.map(([t, v], i, a) => [Math.round(t - (i ? a[i-1][0] : t)), v])"))
 
     # both nodes' sessions of this stream, sampled every ~50 ms through the switch
     timeline: list[tuple[float, int, int]] = []  # (s, sessions on first, playing on second)
@@ -191,8 +189,6 @@ async def test_node_drained_make_before_break_no_gap(start_node, open_page, site
         ".map((e) => e.reason)")
     switch = [s for s in samples if s[0] >= samples[0][0] + 1000]  # from the SIGTERM on
     gaps = counter_gaps(switch)
-    if os.environ.get("BF_DEBUG"):
-        print("SWITCH", [[round(t - (i and switch[i-1][0] or t)), v] for i, (t, v) in enumerate(switch)])
     print(f"\nnode drained: baseline {baseline}; switch {gaps}; "
           f"publisher {summary(pub, t0)}; subscriber {summary(sub, t0)}")
 
@@ -216,6 +212,16 @@ async def test_node_drained_make_before_break_no_gap(start_node, open_page, site
 
 
 # --- page frozen, then active again ---------------------------------------------------
+#
+# Page.setWebLifecycleState (frozen) is a no-op in this headless Chromium (156): no
+# freeze/resume/visibilitychange event fires and timers keep running (probed). The page is
+# frozen with the DevTools debugger instead (Debugger.pause: its JavaScript stops, every
+# timer and event waits, while the browser's WebRTC threads go on, as in a frozen tab), then
+# resumed and told it is visible again (a `visibilitychange` event, as when a hidden tab
+# comes back). A tick counter in the page proves no timer ran while frozen.
+
+JS_TICKS = """() => { window.ticks = 0; window.ticker = setInterval(() => { ticks += 1; }, 50); }"""
+
 
 @pytest.mark.parametrize("fault", ["killed", "restarted"])
 async def test_page_frozen_while_node_dies_restores_once_active(start_node, open_page, site,
@@ -223,17 +229,15 @@ async def test_page_frozen_while_node_dies_restores_once_active(start_node, open
     first = start_node()
     urls = [first.url]
     if fault == "killed":
-        second = start_node()
-        urls.append(second.url)
+        urls.append(start_node().url)
     page = await pair(open_page, site, urls, stream_name(f"frozen-{fault}"))
+    await page.evaluate(JS_TICKS)
     cdp = await page.context.new_cdp_session(page)
-    await cdp.send("Page.enable")
-    await page.evaluate("""() => { window.lifecycle = [];
-      for (const t of ['freeze', 'resume'])
-        document.addEventListener(t, () => lifecycle.push([t, Date.now()])); }""")
-
-    await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
+    await cdp.send("Debugger.enable")
+    ticks_before = await page.evaluate("() => ticks")
+    await cdp.send("Debugger.pause")  # stops at the next JavaScript the page runs (<= 50 ms)
     try:
+        await asyncio.sleep(0.2)
         first.kill()
         if fault == "restarted":
             await asyncio.sleep(0.3)
@@ -242,23 +246,26 @@ async def test_page_frozen_while_node_dies_restores_once_active(start_node, open
         await asyncio.sleep(2.5)
         active_at = time.time()
     finally:
-        await cdp.send("Page.setWebLifecycleState", {"state": "active"})
+        await cdp.send("Debugger.resume")
+    ticks_frozen = await page.evaluate(
+        "() => { const t = ticks; document.dispatchEvent(new Event('visibilitychange')); return t; }")
+    await cdp.send("Debugger.disable")
+    assert ticks_frozen - ticks_before <= 8, \
+        f"the page was not frozen: {ticks_frozen - ticks_before} timer ticks in ~3 s"
 
     pub = (await wait_event(page, "pub", "restored", timeout=8))[0]
     sub = (await wait_event(page, "sub", "restored", timeout=8))[0]
-    lifecycle = await page.evaluate("() => lifecycle")
     failed = await page.evaluate(
         "() => [...pubEvents, ...subEvents].filter((e) => e.kind === 'stream' && e.state === 'FAILED')")
-    print(f"\npage frozen, node {fault}: lifecycle {lifecycle}; "
+    print(f"\npage frozen, node {fault}: faults {[(e['reason'], round(e['t'] - active_at, 3)) for e in failed]}; "
           f"publisher {summary(pub, active_at * 1000)}; subscriber {summary(sub, active_at * 1000)}")
-    assert [k for k, _ in lifecycle] == ["freeze", "resume"], lifecycle
     # nothing was noticed while frozen; everything right after
     first_failed = min(e["t"] for e in failed)
     assert first_failed >= active_at - 0.05, f"a fault was seen while frozen: {failed}"
-    assert first_failed - active_at < 0.5, f"the fault was found {first_failed - active_at:.2f} s after resume"
-    expected_url = urls[-1]
+    assert first_failed - active_at < 0.5, \
+        f"the fault was found {first_failed - active_at:.2f} s after the page was active again"
     for who, report in (("publisher", pub), ("subscriber", sub)):
-        assert report["url"] == expected_url, f"{who}: {report}"
+        assert report["url"] == urls[-1], f"{who}: {report}"
         took = report["t"] - active_at
-        assert took < 2.0, f"{who} restored {took:.2f} s after the page became active: {report}"
+        assert took < 2.0, f"{who} restored {took:.2f} s after the page was active again: {report}"
     await playing(page)
