@@ -248,6 +248,12 @@ export class Attempt {
   /** Check the watchdogs now (the page was frozen or hidden: timers may have slept). */
   checkNow() {}
 
+  /** The node's event stream has been silent for over two keep-alive periods: the node
+   * itself (or the path to it) is gone, whatever fault was noticed first. */
+  nodeUnheard() {
+    return Boolean(this.events?.lastHeard) && now() - this.events.lastHeard > 2 * this.options.pingPeriodMs;
+  }
+
   async open() { throw new Error('not implemented'); }
   async close() { this.stopBackground(); }
 }
@@ -408,9 +414,11 @@ export class RestoringClient extends Emitter {
       this._emit({ kind: 'restoring', reason: fault.name, url: attempt.url });
       let first = this._urlIndex;
       if (fault.preferUrl && this.urls.includes(fault.preferUrl)) first = this.urls.indexOf(fault.preferUrl);
-      // a node that stopped answering (missing pings) would hold the first try until
+      // a node that stopped answering (missing pings; or media silence found first while
+      // its keep-alives are missing too: silent path loss) would hold the first try until
       // connectTimeoutS: start with the next URL (browser choice; the Python SDK retries it)
-      else if (TRY_ELSEWHERE.includes(fault.name) || fault.name === FAULTS.MISSING_PINGS) {
+      else if (TRY_ELSEWHERE.includes(fault.name) || fault.name === FAULTS.MISSING_PINGS
+               || attempt.nodeUnheard()) {
         first = (first + 1) % this.urls.length;
       }
       this._makeBeforeBreak = keepOld;
