@@ -12,9 +12,14 @@ Fault classes, `--rounds` each (10; `--quick`: 3):
   publisher_stall  the publisher's video sender loses its track (`replaceTrack(null)`):
                    outbound bytes stop → bitrate check → republish.
   node_frozen      SIGSTOP of the node both are on: no RST, nothing answers any more (the
-                   missing keep-alives find it); SIGCONT + restart after the round. This is
-                   the closest to silent path loss measured here (no network namespace for
-                   Chromium yet).
+                   missing keep-alives find it); SIGCONT + restart after the round.
+  silent_loss      silent path loss (needs root: network namespaces): a second page whose
+                   first node runs inside a network namespace (tests/netns_helpers.py
+                   NodeInNetns), reached over a veth pair; the path is made silent (a
+                   zero-length pfifo on both ends: no RST, no ICMP) and the clients find it
+                   themselves and move to the second node (root namespace). Before each
+                   round the clients are put back on the namespaced node (SIGKILL of the
+                   other one, not measured); the path is restored after the round.
 
 Per fault and client: `fault_to_restored_ms` (from the fault, page clock, to the client's
 `restored` event: for the subscriber that is its first decoded frame after the fault) and
@@ -45,7 +50,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         "--autoplay-policy=no-user-gesture-required",
         "--disable-features=WebRtcHideLocalIpsWithMdns"]
-TARGETS = {"node_killed": 600, "publisher_stall": 1200, "node_frozen": 1500}
+TARGETS = {"node_killed": 600, "publisher_stall": 1200, "node_frozen": 1500, "silent_loss": 1500}
+LOOP_FAULTS = ["node_killed", "publisher_stall", "node_frozen"]
 PAGE_JS = """async ({urls, stream}) => {
   const ub = await import('/web/unbroken.js');
   const fc = await import('/web/framecode.js');
@@ -96,7 +102,13 @@ class Node:
             self.proc.wait(5)
 
 
+async def seen(page, who: str) -> int:
+    """How many restores `who` reported so far (the next fault's report comes after them)."""
+    return await page.evaluate(f"() => ev.{who}.length")
+
+
 async def wait_count(page, who: str, n: int, timeout: float = 10.0) -> dict:
+    """The n-th restore report of `who` (1-based), waiting for it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = await page.evaluate(f"() => ev.{who}.length >= {n} ? ev.{who}[{n - 1}] : null")
@@ -109,6 +121,54 @@ async def wait_count(page, who: str, n: int, timeout: float = 10.0) -> dict:
 async def current_node(page, nodes: list[Node]) -> Node:
     url = await page.evaluate("() => sub.url")
     return next(n for n in nodes if n.url == url)
+
+
+async def silent_rounds(browser, page_url: str, rounds: int, out: dict) -> str | None:
+    """The silent_loss rounds (see the module docstring); why they were skipped, or None."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import netns_helpers as nh
+
+    reason = nh.unavailable()
+    if reason:
+        return f"silent_loss: {reason}"
+    ns = nh.Netns("bb").create()
+    near = None
+    try:
+        link = ns.add_link()
+        ns.set_default_route(link)
+        far = nh.NodeInNetns(ns, link.ns_ip, "--log-level", "warning").start()
+        near = Node().start()
+        page = await (await browser.new_context()).new_page()
+        await page.goto(page_url)
+        await page.evaluate(PAGE_JS, {"urls": [far.url, near.url], "stream": "bench-silent"})
+        await asyncio.sleep(1.0)
+        for _ in range(rounds):
+            if await page.evaluate("() => [pub.url, sub.url]") != [far.url, far.url]:
+                near.kill()  # back onto the namespaced node (not measured)
+                deadline = time.monotonic() + 15
+                while await page.evaluate("() => [pub.url, sub.url]") != [far.url, far.url]:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the clients did not come back to the namespaced node")
+                    await asyncio.sleep(0.1)
+                near.start()
+                await asyncio.sleep(1.5)
+            count = {who: await seen(page, who) for who in ("pub", "sub")}
+            t0 = await page.evaluate("() => Date.now()")
+            link.block()
+            try:
+                for who in ("pub", "sub"):
+                    count[who] += 1
+                    report = await wait_count(page, who, count[who])
+                    out[who].append({**report, "fault_to_restored_ms": report["t"] * 1000 - t0})
+            finally:
+                link.unblock()
+            await asyncio.sleep(1.5)
+        await page.context.close()
+    finally:
+        if near:
+            near.kill()
+        ns.close()
+    return None
 
 
 async def run(rounds: int) -> dict:
@@ -129,6 +189,7 @@ async def run(rounds: int) -> dict:
     page_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"
     nodes = [Node().start(), Node().start()]
     samples: dict[str, dict[str, list[dict]]] = {f: {"pub": [], "sub": []} for f in TARGETS}
+    skipped = None
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -136,10 +197,10 @@ async def run(rounds: int) -> dict:
             await page.goto(page_url)
             await page.evaluate(PAGE_JS, {"urls": [n.url for n in nodes], "stream": "bench"})
             await asyncio.sleep(1.0)
-            count = {"pub": 0, "sub": 0}
-            for fault in TARGETS:
+            for fault in LOOP_FAULTS:
                 for _ in range(rounds):
                     victim = await current_node(page, nodes)
+                    count = {who: await seen(page, who) for who in ("pub", "sub")}
                     if fault == "publisher_stall":
                         t0 = await page.evaluate(STALL_JS)
                         whos = ["pub"]
@@ -155,6 +216,7 @@ async def run(rounds: int) -> dict:
                         victim.kill()
                         victim.start()
                     await asyncio.sleep(1.5)  # settle: the restarted node is up, media flows
+            skipped = await silent_rounds(browser, page_url, rounds, samples["silent_loss"])
             await browser.close()
     finally:
         for n in nodes:
@@ -172,7 +234,8 @@ async def run(rounds: int) -> dict:
                          "detect_p50_ms": round(percentile([s["detectMs"] for s in items], 50), 1),
                          "gap_p50_ms": round(percentile([s["gapMs"] for s in items], 50), 1),
                          "target_p95_ms": TARGETS[fault], "met": p95 <= TARGETS[fault]})
-    return {"machine": machine(), "rounds": rounds, "summary": rows, "samples": samples}
+    return {"machine": machine(), "rounds": rounds, "summary": rows, "samples": samples,
+            "skipped": skipped}
 
 
 def main() -> None:
@@ -186,6 +249,8 @@ def main() -> None:
     print(table([("fault", "fault"), ("client", "client"), ("n", "n"), ("p50_ms", "p50 ms"),
                  ("p95_ms", "p95 ms"), ("detect_p50_ms", "detect p50"), ("gap_p50_ms", "gap p50"),
                  ("target_p95_ms", "target p95"), ("met", "met")], results["summary"]))
+    if results.get("skipped"):
+        print(f"\nskipped: {results['skipped']}")
     print(f"\n{path}")
 
 

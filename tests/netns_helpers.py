@@ -375,3 +375,59 @@ def is_event(kind: str, state: str | None = None, reason=None):
             return event.get("reason") in reasons
         return True
     return match
+
+
+class NodeInNetns:
+    """An `unbroken node` process inside namespace `ns`, listening on `host` (an address of
+    the namespace, e.g. `link.ns_ip`), reachable from the root namespace over the link:
+    every packet to and from it crosses the veth, so `link.block()` cuts it silently.
+    `ip netns exec` execs the node, so `proc.pid` is the node's own pid (SIGKILL/SIGTERM
+    reach it directly). `Netns.close()` kills it too."""
+
+    def __init__(self, ns: Netns, host: str, *args: str, port: int | None = None) -> None:
+        self.ns = ns
+        self.host = host
+        self.port = port or free_port()
+        self.args = list(args)
+        self.proc: subprocess.Popen | None = None
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"node-{ns.name}-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "NodeInNetns":
+        argv = self.ns.argv(sys.executable, "-m", "unbroken", "node", "--host", self.host,
+                            "--port", str(self.port), *self.args)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, cwd=REPO, env=client_env(), stdout=log,
+                                         stderr=subprocess.STDOUT)
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise NetnsError(f"node in {self.ns.name} exited: {self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise NetnsError(f"node in {self.ns.name} did not start in {timeout} s: {self.log()}")
+
+    def log(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.kill()
+            self.proc.wait(5)

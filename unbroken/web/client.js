@@ -204,6 +204,20 @@ export class Publisher extends RestoringClient {
     }
   }
 
+  /** Drain: the old session keeps sending for drainOverlapMs after the new one does (its
+   * viewers are moving too and play from it until their new sessions play), then ends;
+   * at once if there is no new one or the client stops meanwhile. */
+  _handover(old, next) {
+    if (!next || this._stopping) { super._handover(old, next); return; }
+    const done = () => {
+      clearTimeout(timer);
+      this._stop.signal.removeEventListener('abort', done);
+      RestoringClient.prototype._closeInBackground.call(this, old);
+    };
+    const timer = setTimeout(done, this.options.drainOverlapMs);
+    this._stop.signal.addEventListener('abort', done, { once: true });
+  }
+
   _afterFault(fault) {
     if (fault.name === FAULTS.BITRATE_ZERO && this.options.changeCodec) {
       if (this.codec === 'vp8') return false;  // VP8 stalled too: give up and say so (seed 004)
@@ -366,6 +380,7 @@ class PlayAttempt extends Attempt {
 
   async close() {
     this.stopBackground();
+    if (this.session && this.video && this.video.srcObject === this.session.media) this.video.srcObject = null;
     if (this.session) await this.session.stop();
   }
 }
@@ -493,7 +508,34 @@ export class Subscriber extends RestoringClient {
   }
 
   _newAttempt(url, transport = this.transport, video = this.video) {
+    if (transport === 'whep' && video === this.video && this._makeBeforeBreak) video = this._hiddenVideo();
     return transport === 'hls' ? new HlsAttempt(this, url, video) : new PlayAttempt(this, url, video);
+  }
+
+  /** Where a make-before-break attempt plays until it takes over the visible <video>. */
+  _hiddenVideo() {
+    if (!this._hidden) {
+      this._hidden = Object.assign(document.createElement('video'), { muted: true, playsInline: true, autoplay: true });
+      this._hidden.style.cssText = 'position:fixed;left:0;top:0;width:2px;height:2px;opacity:0;pointer-events:none';
+      document.body.append(this._hidden);
+    }
+    return this._hidden;
+  }
+
+  /** Drain: the new session played into a hidden <video>; it takes over the visible one
+   * now (the old one showed frames until this moment), then the old session ends. */
+  _handover(old, next) {
+    const hidden = this._hidden;
+    this._hidden = null;
+    if (next && hidden && next.video === hidden) {
+      const media = hidden.srcObject;
+      hidden.srcObject = null;
+      next.video = this.video;
+      this.video.srcObject = media;
+      this.video.play().catch(() => {});
+    }
+    hidden?.remove();
+    super._handover(old, next);
   }
 
   _attemptFailed(attempt, err) {

@@ -90,6 +90,9 @@ export const RESTORE_DEFAULTS = Object.freeze({
 export const BROWSER_DEFAULTS = Object.freeze({
   /** a peer connection 'disconnected' this long counts as failed (ms) */
   disconnectedGraceMs: 500,
+  /** publisher, node draining: the old session keeps sending this long after the new one
+   * does, so the old node's viewers can move make-before-break too (ms) */
+  drainOverlapMs: 1500,
   /** where hls.js (ES module build) is loaded from for the HLS transport */
   hlsJsUrl: new URL('vendor/hls.min.mjs', import.meta.url).href,
 });
@@ -245,6 +248,12 @@ export class Attempt {
   /** Check the watchdogs now (the page was frozen or hidden: timers may have slept). */
   checkNow() {}
 
+  /** The node's event stream has been silent for over two keep-alive periods: the node
+   * itself (or the path to it) is gone, whatever fault was noticed first. */
+  nodeUnheard() {
+    return Boolean(this.events?.lastHeard) && now() - this.events.lastHeard > 2 * this.options.pingPeriodMs;
+  }
+
   async open() { throw new Error('not implemented'); }
   async close() { this.stopBackground(); }
 }
@@ -286,6 +295,7 @@ export class RestoringClient extends Emitter {
     this._stopping = false;
     this._stop = new AbortController();
     this._wake = null;  // resolves the retry wait early (network change)
+    this._makeBeforeBreak = false;  // attempts being connected run beside a live old one
     this._unwatch = [];
   }
 
@@ -332,6 +342,8 @@ export class RestoringClient extends Emitter {
   _settled(next) {}
   /** The attempt failed to open or to bring media (for transport failover). */
   _attemptFailed(attempt, err) {}
+  /** Make-before-break (drain): `next` delivers media (or is null: no restore); end `old`. */
+  _handover(old, next) { this._closeInBackground(old); }
 
   // internals ---------------------------------------------------------------------------
   _emit(event) {
@@ -402,13 +414,17 @@ export class RestoringClient extends Emitter {
       this._emit({ kind: 'restoring', reason: fault.name, url: attempt.url });
       let first = this._urlIndex;
       if (fault.preferUrl && this.urls.includes(fault.preferUrl)) first = this.urls.indexOf(fault.preferUrl);
-      // a node that stopped answering (missing pings) would hold the first try until
+      // a node that stopped answering (missing pings; or media silence found first while
+      // its keep-alives are missing too: silent path loss) would hold the first try until
       // connectTimeoutS: start with the next URL (browser choice; the Python SDK retries it)
-      else if (TRY_ELSEWHERE.includes(fault.name) || fault.name === FAULTS.MISSING_PINGS) {
+      else if (TRY_ELSEWHERE.includes(fault.name) || fault.name === FAULTS.MISSING_PINGS
+               || attempt.nodeUnheard()) {
         first = (first + 1) % this.urls.length;
       }
+      this._makeBeforeBreak = keepOld;
       const next = await this._connect(first, fault);
-      if (keepOld) this._closeInBackground(attempt);
+      this._makeBeforeBreak = false;
+      if (keepOld) this._handover(attempt, next);
       this._settled(next);
       if (this._stopping) { if (next) this._closeInBackground(next); return; }
       if (!next) {
