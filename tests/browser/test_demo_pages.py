@@ -1,8 +1,10 @@
-"""The seeds' demo pages load without console errors and work; their screenshots are the
-PNGs in docs/ the README links to."""
+"""The seeds' demo pages load without console errors and work. With
+UNBROKEN_SCREENSHOTS=docs their screenshots are written to docs/ (the PNGs the README links
+to); otherwise to the test's temporary folder, so a test run never changes the repository."""
 
 import asyncio
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,11 @@ from test_restore_chromium import HLSJS_DIST, wait_js  # noqa: F401 (shared help
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def screenshot_path(tmp_path: Path, name: str) -> str:
+    folder = DOCS if os.environ.get("UNBROKEN_SCREENSHOTS") == "docs" else tmp_path
+    return str(folder / name)
 _names = itertools.count()
 # errors these tests cause on purpose: a refused WHEP POST, requests while offline
 CAUSED = ("503", "ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED")
@@ -42,7 +49,7 @@ async def test_index_links_the_demo_pages(node, browser):
         await ctx.close()
 
 
-async def test_stream_auto_restore_page(node, browser):
+async def test_stream_auto_restore_page(node, browser, tmp_path):
     stream = f"demo-restore-{next(_names)}"
     ctx, page, errors = await open_demo(browser, f"{node.url}/web/restore.html?stream={stream}&source=counter")
     try:
@@ -58,7 +65,7 @@ async def test_stream_auto_restore_page(node, browser):
         assert await page.text_content("#pubStream") == "PUBLISHING"
         assert await page.text_content("#subSession") == "ESTABLISHED"
         await asyncio.sleep(1.0)
-        await page.screenshot(path=str(DOCS / "demo-stream-auto-restore.png"), full_page=True)
+        await page.screenshot(path=screenshot_path(tmp_path, "demo-stream-auto-restore.png"), full_page=True)
         assert errors == [], errors
         await page.click("#stopPlay")
         await page.click("#unpublish")
@@ -66,7 +73,7 @@ async def test_stream_auto_restore_page(node, browser):
         await ctx.close()
 
 
-async def test_failover_subscriber_page(node, browser):
+async def test_failover_subscriber_page(node, browser, tmp_path):
     if not (HLSJS_DIST / "hls.min.mjs").is_file():
         pytest.skip("hls.js is not installed (npm install)")
     stream = f"demo-failover-{next(_names)}"
@@ -95,7 +102,7 @@ async def test_failover_subscriber_page(node, browser):
         assert "network_change" in row, row
         await wait_js(page, "() => demo.sub.stats().framesDecoded > 5", timeout=10)
         await asyncio.sleep(1.0)
-        await page.screenshot(path=str(DOCS / "demo-failover-subscriber.png"), full_page=True)
+        await page.screenshot(path=screenshot_path(tmp_path, "demo-failover-subscriber.png"), full_page=True)
         assert unexpected(errors) == [], errors
     finally:
         await ctx.close()
