@@ -3,9 +3,8 @@ certificate (Redis if `redis-server` is on the PATH, else the in-process store),
 origins, two edges, and a test publisher through the manager: one command, a stream to
 watch at https://localhost:PORT/.
 
-The edges register and serve; until the edge relay lands, viewers of a stream are
-routed to edges only once edges can pull it, so play goes through the origins (the
-manager's route answers say which)."""
+Publishers are routed to an origin, viewers to an edge, which pulls the stream from its
+origin (the manager tells the edge where it is)."""
 
 from __future__ import annotations
 

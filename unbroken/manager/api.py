@@ -19,7 +19,7 @@ from .feed import sse
 from .model import InvalidRecord, NodeRecord
 from .registry import InvalidTransition, StaleRecord, UnknownNode
 from .http_common import check_group, route_error, stream_name
-from .routing import RouteError, RouteKind
+from .routing import RouteError, RouteKind, upstream_candidates
 from .service import MANAGER, Manager
 from .store import StoreUnavailable
 
@@ -100,6 +100,20 @@ async def get_route(request: web.Request) -> web.Response:
     return web.json_response(answer.to_json())
 
 
+async def locate(request: web.Request) -> web.Response:
+    """GET /api/v1/locate/{stream}[?node=ID] (node token): where an edge may pull the stream
+    from now, its origin first; `node` is the asking edge (left out of the answer)."""
+    manager = _manager(request)
+    check_bearer(request, manager.config.node_token)
+    stream = stream_name(request)
+    registry = manager.registry
+    views = upstream_candidates(stream, registry.views(), registry.origin_owner(stream),
+                                registry.clock(), exclude=request.query.get("node"))
+    return web.json_response({"stream": stream, "upstreams": [
+        {"node": v.node_id, "role": v.role.value, "url": v.record.url, "state": v.state.value}
+        for v in views]})
+
+
 # -- operations ------------------------------------------------------------------------
 
 
@@ -152,6 +166,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/nodes", list_nodes)
     app.router.add_get("/api/v1/streams", list_streams)
     app.router.add_get("/api/v1/route/{kind:publish|play}/{stream}", get_route)
+    app.router.add_get("/api/v1/locate/{stream}", locate)
     app.router.add_get("/api/v1/feed", feed)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

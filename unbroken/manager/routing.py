@@ -38,6 +38,7 @@ __all__ = [
     "select_play_node",
     "two_choices",
     "under_limits",
+    "upstream_candidates",
 ]
 
 log = logging.getLogger("unbroken.manager.routing")
@@ -168,6 +169,23 @@ def select_origin(
         where = f" in group {group!r}" if group else ""
         raise NoNodeAvailable(f"no origin{where} can take a publisher")
     return OriginChoice(two_choices(candidates, rng), claim=True, replacing=owner_id)
+
+
+def upstream_candidates(
+    stream: str,
+    views: Iterable[NodeView],
+    owner_id: str | None,
+    now: float,
+    exclude: str | None = None,
+) -> list[NodeView]:
+    """Where an edge may pull `stream` from: live nodes that take publishers and carry it
+    by their record (not one under suspicion, not `exclude`, the asking edge itself);
+    serving ones before draining ones (a draining origin keeps its publisher until the
+    publisher's new session feeds the stream elsewhere), the claimed owner first."""
+    candidates = [v for v in views
+                  if v.role.takes_publishers and v.live(now) and v.state is not NodeState.SUSPECT
+                  and v.node_id != exclude and v.record.carries(stream)]
+    return sorted(candidates, key=lambda v: (not v.serving(now), v.node_id != owner_id))
 
 
 def select_play_node(

@@ -13,7 +13,7 @@ from .admission import Admission
 from .config import NodeConfig
 from .figures import live_figures
 from .http_common import ADMISSION, STATE
-from .relay import Relay, StaticUpstreams, UpstreamLocator
+from .relay import ManagerUpstreams, Relay, StaticUpstreams, UpstreamLocator
 from .state import NodeState
 
 
@@ -26,9 +26,12 @@ def _starts_session(request: web.Request) -> bool:
             and request.path.startswith(("/whip/", "/whep/"))) or request.path == "/ws"
 
 
-def upstream_locator(config: NodeConfig) -> UpstreamLocator:
-    """Where an edge looks for the streams it pulls (the static ``--upstream`` list)."""
-    return StaticUpstreams(config.upstream_urls, config.upstream_token)
+def upstream_locator(config: NodeConfig, link) -> UpstreamLocator:
+    """Where an edge looks for the streams it pulls: the static ``--upstream`` list, else
+    the stream manager it registered with."""
+    if config.upstream_urls:
+        return StaticUpstreams(config.upstream_urls, config.upstream_token)
+    return ManagerUpstreams(link.locate, config.upstream_token, config.manager)
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -61,7 +64,7 @@ def create_app(config: NodeConfig) -> web.Application:
 
     relay: Relay | None = None
     if config.role == "edge":
-        relay = Relay(state, upstream_locator(config), config.relay_linger,
+        relay = Relay(state, upstream_locator(config, link), config.relay_linger,
                       metrics.registry)
         state.puller = relay
 

@@ -49,7 +49,8 @@ class NodeConfig:
     # from), "edge" (pulls the streams its viewers ask for from an upstream)
     role: str = "standalone"
     # edge: comma-separated base URLs of the upstreams to pull from (origins, or edges of
-    # a relay tier), all tried for every stream
+    # a relay tier), all tried for every stream; empty with a manager: the manager says
+    # where each stream is
     upstream: str = ""
     # edge: the bearer token presented to upstreams (empty = none)
     upstream_token: str = ""
@@ -129,8 +130,8 @@ class NodeConfig:
         for url in self.upstream_urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"upstream URLs must be http:// or https://, not {url!r}")
-        if self.role == "edge" and not self.upstream_urls:
-            raise ValueError("an edge needs --upstream URL[,URL...]")
+        if self.role == "edge" and not (self.upstream_urls or self.manager):
+            raise ValueError("an edge needs --upstream URL[,URL...] or --manager URL")
         if self.upstream_urls and self.role != "edge":
             raise ValueError("--upstream is for --role edge")
         if not 0 <= self.relay_linger <= 3600:

@@ -34,6 +34,7 @@ log = logging.getLogger("unbroken.node.manager")
 
 HEARTBEAT_TIMEOUT_S = 1.0
 LEAVE_TIMEOUT_S = 1.0
+LOCATE_TIMEOUT_S = 1.0
 
 
 class _Load:
@@ -59,6 +60,7 @@ def node_record(state: NodeState, config: NodeConfig, node_id: str, instance: st
     streams = sorted(name for name, s in state.streams.items() if s.live)
     viewers = {name: len(s.subscriber_ids) for name, s in state.streams.items() if s.live}
     _, publishers, subscribers, _, _ = live_figures(state)
+    upstreams = state.puller.upstream_urls() if state.puller is not None else {}
     return {
         "node_id": node_id,
         "role": config.role,
@@ -71,7 +73,7 @@ def node_record(state: NodeState, config: NodeConfig, node_id: str, instance: st
                  "viewers": subscribers, "cpu": round(cpu, 4), "egress_bps": round(egress_bps)},
         "limits": {"max_sessions": config.max_sessions},
         "streams": streams,
-        "upstreams": {},  # an edge's pulled streams: filled in by the relay
+        "upstreams": upstreams,  # an edge's pulled streams and where from
         "stream_viewers": viewers,
     }
 
@@ -151,6 +153,23 @@ class ManagerLink:
                                                                "node_id": self.node_id})
             self.registered = True
             return True
+
+
+    async def locate(self, stream: str) -> list[str]:
+        """The base URLs the manager says `stream` can be pulled from now (its origin
+        first); empty when it knows none or cannot be reached (the relay retries)."""
+        url = (f"{self.config.manager.rstrip('/')}/api/v1/locate/{quote(stream, safe='')}"
+               f"?node={quote(self.node_id, safe='')}")
+        try:
+            async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=LOCATE_TIMEOUT_S)) as resp:
+                if resp.status != 200:
+                    return []
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, ValueError) as e:
+            log.warning("manager lookup failed", extra={"stream": stream, "error": repr(e)})
+            return []
+        return [entry["url"] for entry in body.get("upstreams", [])
+                if isinstance(entry, dict) and isinstance(entry.get("url"), str)]
 
 
 def _default_id(config: NodeConfig) -> str:

@@ -46,6 +46,9 @@ class StreamPuller(Protocol):
     def describe(self, name: str) -> dict | None:
         """The API's ``upstream`` figures of a pulled stream, or None."""
 
+    def upstream_urls(self) -> dict[str, str]:
+        """Each stream pulled now and the base URL of the upstream it comes from."""
+
 
 class NodeState:
     """Owns the node's streams and media sessions: starts publishes and plays, ends them,

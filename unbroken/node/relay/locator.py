@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["StaticUpstreams", "Upstream", "UpstreamLocator"]
+__all__ = ["ManagerUpstreams", "StaticUpstreams", "Upstream", "UpstreamLocator"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,21 @@ class StaticUpstreams(UpstreamLocator):
 
     def describe(self) -> dict:
         return {"kind": "static", "urls": [u.url for u in self.upstreams]}
+
+
+class ManagerUpstreams(UpstreamLocator):
+    """The stream manager says where a stream is (``--manager`` without ``--upstream``):
+    `lookup(stream)` asks it (the node's manager link) for the base URLs of the nodes that
+    carry the stream now, its origin first; one token (``--upstream-token``) for all."""
+
+    def __init__(self, lookup: Callable[[str], Awaitable[Sequence[str]]], token: str = "",
+                 manager: str = "") -> None:
+        self.lookup = lookup
+        self.token = token
+        self.manager = manager
+
+    async def locate(self, stream: str) -> Sequence[Upstream]:
+        return tuple(Upstream(url.rstrip("/"), self.token) for url in await self.lookup(stream))
+
+    def describe(self) -> dict:
+        return {"kind": "manager", "manager": self.manager}

@@ -84,6 +84,11 @@ class Relay:
         pull = self.pulls.get(name)
         return pull.snapshot() if pull is not None else None
 
+    def upstream_urls(self) -> dict[str, str]:
+        """Each stream pulled now and the upstream it comes from (for the manager)."""
+        return {name: pull.upstream.url for name, pull in self.pulls.items()
+                if pull.upstream is not None and not pull.ended}
+
     def forget_ended(self) -> None:
         for name, pull in list(self.pulls.items()):
             if pull.ended:

@@ -1,0 +1,102 @@
+"""Edges that ask the manager where a stream is (``--role edge --manager`` without
+``--upstream``): viewers routed to an edge through the manager get the stream the edge
+pulls from the stream's origin, and keep their session when the publisher moves to
+another origin after its first one was SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from cluster_helpers import NODE_TOKEN, pinned_http, wait_nodes
+
+from unbroken.client.testsrc import TestPatternVideoTrack
+from unbroken.client.whep import WhepViewer
+from unbroken.client.whip import WhipPublisher
+from unbroken.manager.paths import split_segment
+from unbroken.protocol.whip_whep import Resource
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def publish(base: str, stream: str, http: aiohttp.ClientSession) -> WhipPublisher:
+    tracks = [TestPatternVideoTrack(320, 180, 15)]
+    publisher = await WhipPublisher(base, stream, tracks=tracks, video_codec="vp8", http=http).start()
+    await publisher.wait_connected(10)
+    return publisher
+
+
+async def locate(http: aiohttp.ClientSession, manager_url: str, stream: str) -> list[dict]:
+    async with http.get(f"{manager_url}/api/v1/locate/{stream}",
+                        headers={"Authorization": f"Bearer {NODE_TOKEN}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["upstreams"]
+
+
+async def wait_for(check, timeout: float, what: str):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_locate_needs_the_node_token(start_manager):
+    manager = start_manager()
+    async with pinned_http(manager.fingerprint) as http:
+        async with http.get(f"{manager.url}/api/v1/locate/cam") as resp:
+            assert resp.status == 401
+        assert await locate(http, manager.url, "cam") == []
+        async with http.get(f"{manager.url}/api/v1/locate/..bad",
+                            headers={"Authorization": f"Bearer {NODE_TOKEN}"}) as resp:
+            assert resp.status == 400
+
+
+async def test_an_edge_pulls_from_the_origin_the_manager_names(start_manager, start_node):
+    manager = start_manager()
+    origins = [start_node(*manager.node_args("origin")) for _ in range(2)]
+    edge = start_node(*manager.node_args("edge", "--relay-linger", "1"))
+    async with pinned_http(manager.fingerprint) as http:
+        await wait_nodes(http, manager.url, 3)
+        publisher = await publish(manager.url, "cam", http)
+        first_origin = split_segment(Resource.parse(publisher.location).session).node_id
+        viewer = await WhepViewer(manager.url, "cam", decode=False, http=http,
+                                  wait_live_ms=3000).start()
+        second = None
+        try:
+            await viewer.wait_frames(10, 10)
+            # the viewer went to the edge, which pulls from the publisher's origin
+            assert split_segment(Resource.parse(viewer.location).session).node_id.startswith("edge-")
+            upstreams = await locate(http, manager.url, "cam")
+            assert [u["node"] for u in upstreams] == [first_origin]
+            async with http.get(f"{edge.url}/api/v1/streams/cam") as resp:
+                info = await resp.json()
+            origin = next(o for o in origins if first_origin.endswith(f"-{o.port}"))
+            assert info["upstream"]["url"] == origin.url
+
+            # the origin dies; the publisher comes back through the manager on the other
+            # origin; the edge finds it there and its viewer goes on, same session
+            origin.proc.kill()
+            origin.proc.wait(5)
+            second = await wait_for(lambda: _republish(manager.url, http), 10, "a second origin")
+            frames = viewer.frames
+            await viewer.wait_frames(frames + 15, 15)
+            assert viewer.pc.connectionState == "connected"
+            upstreams = await locate(http, manager.url, "cam")
+            assert upstreams and upstreams[0]["node"] != first_origin
+        finally:
+            await viewer.stop()
+            if second is not None:
+                await second.stop()
+            await publisher.stop()
+
+
+async def _republish(manager_url: str, http: aiohttp.ClientSession) -> WhipPublisher | None:
+    try:
+        return await publish(manager_url, "cam", http)
+    except (ConnectionError, aiohttp.ClientError, TimeoutError):
+        return None
