@@ -19,7 +19,6 @@ by the counter advancing in the <video> after it.
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -131,7 +130,7 @@ def counter_gaps(samples: list) -> dict:
     """Largest jump of the counter between two legible samples, longest run without a
     legible frame (ms), and whether the counter ever went backwards."""
     biggest_jump, longest_blank, backwards = 0, 0.0, []
-    last_value, last_at, blank_since = None, None, None
+    last_value, blank_since = None, None
     for at, value in samples:
         if value is None:
             blank_since = at if blank_since is None else blank_since
@@ -143,7 +142,7 @@ def counter_gaps(samples: list) -> dict:
             if value < last_value:
                 backwards.append((last_value, value))
             biggest_jump = max(biggest_jump, value - last_value)
-        last_value, last_at = value, at
+        last_value = value
     if blank_since is not None and samples:
         longest_blank = max(longest_blank, samples[-1][0] - blank_since)
     legible = sum(1 for _, v in samples if v is not None)

@@ -3,7 +3,7 @@ from aiortc.rtp import RtpPacket
 
 from unbroken.media.receiver import TrackReceiver
 from unbroken.media.sink import TrackSink
-from unbroken.media.stream import Source, Stream, StreamEvent
+from unbroken.media.stream import Source, Stream, StreamChange
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
@@ -59,7 +59,7 @@ def test_packets_reach_every_sink_even_past_a_broken_one():
     stream.add_sink(good)
     rtp(receiver, 1)
     rtp(receiver, 2)
-    assert good.packets == [1, 2] and events == [StreamEvent.ACTIVE]
+    assert good.packets == [1, 2] and events == [StreamChange.ACTIVE]
     stream.remove_sink(good)
     rtp(receiver, 3)
     assert good.packets == [1, 2]
@@ -76,9 +76,9 @@ def test_a_new_source_replaces_the_old_one_and_sinks_continue():
     rtp(old_receiver, 1)  # the old publisher is no longer forwarded
     rtp(new_receiver, 7, ssrc=2)
     assert sink.packets == [7] and sink.changes == 1
-    assert events == [StreamEvent.ACTIVE, StreamEvent.INACTIVE, StreamEvent.ACTIVE]
+    assert events == [StreamChange.ACTIVE, StreamChange.INACTIVE, StreamChange.ACTIVE]
     stream.detach(new)
-    assert not stream.live and events[-1] is StreamEvent.INACTIVE and stream.idle
+    assert not stream.live and events[-1] is StreamChange.INACTIVE and stream.idle
 
 
 def test_a_codec_change_drops_the_sinks_of_the_old_codec():
@@ -89,7 +89,7 @@ def test_a_codec_change_drops_the_sinks_of_the_old_codec():
     stream.add_sink(vp8)
     stream.add_sink(h264)
     rtp(receiver, 1, pt=102)  # the publisher switched to H264
-    assert events[-1] is StreamEvent.CODEC
+    assert events[-1] is StreamChange.CODEC
     assert stream.sinks("video") == (h264,)
 
 

@@ -12,6 +12,7 @@ import aiohttp
 import av
 
 from unbroken.protocol.faults import Fault, reconnect_fault
+from unbroken.protocol.whip_whep import SseEvent
 
 from .attempt import Attempt
 from .events import ClientEvent
@@ -110,7 +111,7 @@ class WebRtcPlayAttempt(Attempt):
             self._silence_extended = False
             self._set_silence_paused(False)
             self.settings.emit(ClientEvent("stream_event", reason="active", url=self.url))
-        elif event == "reconnect":
+        elif event == SseEvent.RECONNECT:
             self.report_fault(reconnect_fault(data), time.monotonic())
 
     def _set_silence_paused(self, paused: bool) -> None:

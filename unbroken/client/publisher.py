@@ -10,6 +10,7 @@ from aiortc import MediaStreamTrack
 
 from unbroken.protocol.faults import Fault
 from unbroken.protocol.states import Kind
+from unbroken.protocol.whip_whep import SseEvent
 
 from .attempt import Attempt, FaultRecord
 from .events import PUBLISHING, UNPUBLISHED
@@ -85,7 +86,7 @@ class PublishAttempt(Attempt):
             await asyncio.sleep(FIRST_SAMPLE_POLL)
 
     def _on_server_event(self, event: str, data: dict) -> None:
-        if event == "reconnect":
+        if event == SseEvent.RECONNECT:
             self.report_fault(Fault.NODE_DRAINING, time.monotonic())
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from unbroken.protocol.faults import Fault
 from unbroken.protocol.states import SessionState, StreamState
+from unbroken.protocol.whip_whep import SseEvent
 
 from .options import RestoreOptions
 from .session import SessionClient, SessionViewer
@@ -112,7 +113,7 @@ class Signaling:
         if kind == "stream_event":
             self.on_event(message.get("event", ""), message)
         elif kind == "node_draining":
-            self.on_event("reconnect", message)  # its code says draining
+            self.on_event(SseEvent.RECONNECT, message)  # its code says draining
         elif kind == "stream_state" and message.get("state") == StreamState.FAILED:
             self.on_fault(message.get("code") or Fault.STREAM_FAILED, time.monotonic())
 

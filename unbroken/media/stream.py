@@ -18,15 +18,16 @@ from .packet import ForwardPacket
 from .receiver import TrackReceiver
 from .sink import TrackSink
 
-__all__ = ["KINDS", "Source", "Stream", "StreamEvent"]
+__all__ = ["KINDS", "Source", "Stream", "StreamChange"]
 
 log = logging.getLogger("unbroken.media.stream")
 
 KINDS = ("audio", "video")
 
 
-class StreamEvent(StrEnum):
-    """What a stream tells its listeners."""
+class StreamChange(StrEnum):
+    """What a stream tells its listeners about its source (the node turns these into the
+    wire's stream events)."""
 
     ACTIVE = "active"  # a source attached
     INACTIVE = "inactive"  # the source went away
@@ -51,7 +52,7 @@ class Source:
 
 class Stream:
     """One stream name's fan-out: owns its current Source, its sinks per kind (fed every
-    packet of that source), and its listeners (told of StreamEvents)."""
+    packet of that source), and its listeners (told of StreamChanges)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -60,7 +61,7 @@ class Stream:
         # per kind: the sinks, replaced (not mutated) on change
         self._sinks: dict[str, tuple[TrackSink, ...]] = {k: () for k in KINDS}
         self.subscriber_ids: set[str] = set()
-        self.listeners: list[Callable[[StreamEvent, "Stream"], None]] = []
+        self.listeners: list[Callable[[StreamChange, "Stream"], None]] = []
 
     @property
     def live(self) -> bool:
@@ -78,7 +79,7 @@ class Stream:
             receiver.on_packet = self._forwarder(kind, source)
             receiver.on_codec_change = lambda codec: self._drop_mismatched_codecs()
             receiver.on_discontinuity = lambda kind=kind: self._skip_hole(kind)
-        self._emit(StreamEvent.ACTIVE)
+        self._emit(StreamChange.ACTIVE)
         self._drop_mismatched_codecs()
 
     def _skip_hole(self, kind: str) -> None:
@@ -98,7 +99,7 @@ class Stream:
                 self._sinks[kind] = kept
                 changed = True
         if changed:
-            self._emit(StreamEvent.CODEC)
+            self._emit(StreamChange.CODEC)
 
     def detach(self, source: Source) -> None:
         if self.source is not source:
@@ -110,7 +111,7 @@ class Stream:
         for kind in KINDS:
             for sink in self._sinks[kind]:
                 sink.source_changed()
-        self._emit(StreamEvent.INACTIVE)
+        self._emit(StreamChange.INACTIVE)
 
     def _forwarder(self, kind: str, source: Source) -> Callable[[ForwardPacket], None]:
         def forward(packet: ForwardPacket) -> None:
@@ -147,7 +148,7 @@ class Stream:
             for sink in self._sinks[kind]:
                 sink.update_sender_report(reports)
 
-    def _emit(self, event: StreamEvent) -> None:
+    def _emit(self, event: StreamChange) -> None:
         for listener in list(self.listeners):
             try:
                 listener(event, self)

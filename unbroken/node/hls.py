@@ -32,7 +32,7 @@ from aiohttp import web
 from unbroken.media.hls import HlsPackager, HlsSettings
 from unbroken.media.packet import ForwardPacket
 from unbroken.media.sink import TrackSink
-from unbroken.media.stream import KINDS, Stream, StreamEvent
+from unbroken.media.stream import KINDS, Stream, StreamChange
 
 from .http_common import CORS_HEADERS, HttpError, stream_name
 
@@ -116,23 +116,23 @@ class StreamHls:
         if self.ended_at is None:
             stream.request_keyframe("video")
 
-    def on_stream_event(self, event: StreamEvent, stream: Stream) -> None:
+    def on_stream_event(self, event: StreamChange, stream: Stream) -> None:
         """An event of a stream with this entry's name (maybe a new Stream object)."""
         if self.closed or self.ended_at is not None:
             return
-        if event is StreamEvent.ACTIVE:
+        if event is StreamChange.ACTIVE:
             if stream is self.stream:
                 self._new_source()
             else:
                 self.attach(stream)
         elif stream is not self.stream:
             return
-        elif event is StreamEvent.CODEC:
+        elif event is StreamChange.CODEC:
             codecs = stream.codecs()
             if any(codecs.get(k) is None or codecs[k].mimeType.lower() != t.mime
                    for k, t in self.taps.items()) or set(codecs) != set(self.taps):
                 self._new_source()
-        elif event is StreamEvent.INACTIVE and self.gone_since is None:
+        elif event is StreamChange.INACTIVE and self.gone_since is None:
             self.packager.set_source(None)
             self.gone_since = time.monotonic()
             self._end_timer = self.loop.call_later(self.service.config.hls_end_grace,
@@ -239,7 +239,7 @@ class HlsService:
         for stream in list(self.state.streams.values()):  # any that came before us
             stream.listeners.append(self._on_stream_event)
             if stream.live:
-                self._on_stream_event(StreamEvent.ACTIVE, stream)
+                self._on_stream_event(StreamChange.ACTIVE, stream)
 
     async def stop(self) -> None:
         if self._on_stream_event in self.state.stream_listeners:
@@ -274,11 +274,11 @@ class HlsService:
         log.info("hls started", extra={"stream": name})
         return entry
 
-    def _on_stream_event(self, event: StreamEvent, stream: Stream) -> None:
+    def _on_stream_event(self, event: StreamChange, stream: Stream) -> None:
         entry = self.entries.get(stream.name)
         if entry is not None and entry.ended_at is None:
             entry.on_stream_event(event, stream)
-        elif event is not StreamEvent.INACTIVE:
+        elif event is not StreamChange.INACTIVE:
             self._start_always(stream)
 
     def _start_always(self, stream: Stream) -> None:

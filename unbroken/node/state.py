@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from unbroken.media.peer import Peer, PublisherPeer, SubscriberPeer
-from unbroken.media.stream import Source, Stream
+from unbroken.media.stream import Source, Stream, StreamChange
 from unbroken.protocol import session as proto
 from unbroken.protocol.endings import Ending
-from unbroken.protocol.states import ACTIVE_STATE, Kind, StreamEvent, StreamState
+from unbroken.protocol.states import ACTIVE_STATE, Kind, StreamState
+from unbroken.protocol.whip_whep import SseEvent
 
 from .config import NodeConfig
 from .live_waiters import LiveWaiters
@@ -89,7 +90,7 @@ class NodeState:
         stream = self.streams.get(name)
         if stream is None:
             stream = Stream(name)
-            stream.listeners += [self._on_stream_event, *self.stream_listeners]
+            stream.listeners += [self._on_stream_change, *self.stream_listeners]
             self.streams[name] = stream
         return stream
 
@@ -166,7 +167,7 @@ class NodeState:
     def _set_state(self, session: MediaSession, state: StreamState,
                    code: str | None = None, reason: str | None = None) -> None:
         session.state = state
-        session.events.push("stream_state",
+        session.events.push(SseEvent.STREAM_STATE,
                             proto.state_data(session.stream.name, state, code, reason))
         for listener in list(self.state_listeners):
             try:
@@ -219,9 +220,9 @@ class NodeState:
             # with a redirect (a manager in front), a session's own offer path
             where = (f"/{session.kind.path}/{session.stream.name}" if redirect is not None
                      else None)
-            session.events.push("reconnect", {"reason": "node draining",
+            session.events.push(SseEvent.RECONNECT, {"reason": "node draining",
                                               "code": proto.DRAINING, "redirect": where})
-            session.events.push("node_draining", {**info, "redirect": where})
+            session.events.push(SseEvent.NODE_DRAINING, {**info, "redirect": where})
         for listener in list(self.drain_listeners):
             try:
                 listener(info)
@@ -233,17 +234,18 @@ class NodeState:
         return proto.draining_data(redirect=self.redirect, ends_in=self.config.drain_timeout)
 
     # events --------------------------------------------------------------
-    def _on_stream_event(self, event: str, stream: Stream) -> None:
-        if event in (StreamEvent.ACTIVE, StreamEvent.INACTIVE):
+    def _on_stream_change(self, change: StreamChange, stream: Stream) -> None:
+        if change in (StreamChange.ACTIVE, StreamChange.INACTIVE):
+            event = SseEvent.ACTIVE if change is StreamChange.ACTIVE else SseEvent.INACTIVE
             for session in self._subscribers(stream):
                 session.events.push(event)
-        elif event == "codec":
+        elif change is StreamChange.CODEC:
             # the publisher's codec changed: viewers negotiated for the old one renegotiate
             codecs = stream.codecs()
             for session in self._subscribers(stream):
                 if any(kind in codecs and t.mime != codecs[kind].mimeType.lower()
                        for kind, t in session.peer.downtracks.items()):
-                    session.events.push("reconnect", {"reason": "codec changed",
+                    session.events.push(SseEvent.RECONNECT, {"reason": "codec changed",
                                                       "code": Ending.CODEC_CHANGED})
                     asyncio.ensure_future(self.end(session, Ending.CODEC_CHANGED,
                                                    "codec changed"))
@@ -254,7 +256,7 @@ class NodeState:
     def _push_viewer_count(self, stream: Stream) -> None:
         count = len(stream.subscriber_ids)
         for session in self._subscribers(stream):
-            session.events.push(StreamEvent.VIEWERCOUNT, {"viewercount": count})
+            session.events.push(SseEvent.VIEWERCOUNT, {"viewercount": count})
 
 
 def codec_names(stream: Stream) -> dict[str, str]:

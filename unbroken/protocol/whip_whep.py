@@ -6,19 +6,33 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .states import Kind, StreamEvent
 
 __all__ = ["KEEPALIVE_MS", "MAX_KEEPALIVE_MS", "MAX_WAIT_LIVE_MS", "MIN_KEEPALIVE_MS",
-           "REPLACES", "SSE_EVENTS", "SSE_REL", "WAIT_LIVE_MS", "Resource", "events_link",
-           "parse_events_link"]
+           "REPLACES", "SSE_EVENTS", "SSE_REL", "WAIT_LIVE_MS", "Resource", "SseEvent",
+           "events_link", "parse_events_link"]
 
 # the server-sent events extension (draft-ietf-wish-whep)
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
-# events a WHIP/WHEP client may subscribe to: the played stream's events, `reconnect`,
-# and the stream states and drain notice with the session channel's fields
-SSE_EVENTS = (StreamEvent.ACTIVE, StreamEvent.INACTIVE, "reconnect",
-              StreamEvent.VIEWERCOUNT, "stream_state", "node_draining")
+
+
+class SseEvent(StrEnum):
+    """The server-sent events of a WHIP/WHEP session: the played stream's events,
+    `reconnect` (go elsewhere or renegotiate: its ``code`` says why), and the stream
+    states and drain notice with the session channel's fields."""
+
+    ACTIVE = StreamEvent.ACTIVE.value
+    INACTIVE = StreamEvent.INACTIVE.value
+    RECONNECT = "reconnect"
+    VIEWERCOUNT = StreamEvent.VIEWERCOUNT.value
+    STREAM_STATE = "stream_state"
+    NODE_DRAINING = "node_draining"
+
+
+# the events a WHIP/WHEP client may subscribe to
+SSE_EVENTS = tuple(SseEvent)
 
 # query extensions
 REPLACES = "replaces"  # POST /whip: the id of our previous session on this stream

@@ -11,6 +11,7 @@ from unbroken.protocol import session as proto
 from unbroken.protocol.endings import Ending
 from unbroken.protocol.refusals import Refusal, Refused
 from unbroken.protocol.states import Kind, StreamEvent
+from unbroken.protocol.whip_whep import SseEvent
 
 from ..admission import Admission, OfferRequest
 from ..media_session import MediaSession
@@ -96,7 +97,7 @@ class StreamHandles:
 
     def _listener(self, handle: Handle) -> Callable[[str, dict], None]:
         def on_event(event: str, data: dict) -> None:
-            if event == "stream_state":
+            if event == SseEvent.STREAM_STATE:
                 self._send(proto.stream_state(handle.id, handle.stream, data["state"],
                                               data.get("code"), data.get("reason")))
                 if data["state"] in proto.TERMINAL_STATES:

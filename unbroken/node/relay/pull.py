@@ -14,6 +14,7 @@ from typing import Protocol
 from unbroken.media.peer import NegotiationError
 from unbroken.media.pull import PullPeer
 from unbroken.media.stream import KINDS, Source, Stream
+from unbroken.protocol.whip_whep import SseEvent
 
 from .locator import Upstream, UpstreamLocator
 from .upstream_client import UpstreamClient, UpstreamGone, UpstreamRefused, UpstreamSession
@@ -321,13 +322,13 @@ class Pull:
                 if source is None:
                     continue
                 stream = peer.stream
-                if event == "inactive" and stream.source is source:
+                if event == SseEvent.INACTIVE and stream.source is source:
                     stream.detach(source)
                     self._set(PullState.INACTIVE)
-                elif event == "active" and stream.source is not source:
+                elif event == SseEvent.ACTIVE and stream.source is not source:
                     self.host.attach_source(stream, source)
                     self._set(PullState.LIVE)
-                elif event == "reconnect":
+                elif event == SseEvent.RECONNECT:
                     return "the upstream asked to reconnect"
         except UpstreamGone as exc:
             return str(exc)
