@@ -50,6 +50,8 @@ class DownTrack(TrackSink):
         self.munger = RtpMunger(clock_rate)
         self.history = PacketHistory()
         self._rtx_seq = 1
+        # called once, when the first packet went out (the peer's "media flows" signal)
+        self.on_first_packet: Callable[[], None] | None = None
         self._connected = False
         self._held: list[ForwardPacket] | None = None
         self.last_in_ts = 0
@@ -108,6 +110,8 @@ class DownTrack(TrackSink):
         if self.writer.write(fp.template(self.profile), seq, ts, self.ssrc):
             self.history.add(seq, ts, fp)
             self.last_in_ts = fp.timestamp
+            if not self.packets and self.on_first_packet is not None:
+                self.on_first_packet()
             self.packets += 1
             self.octets += len(fp.payload)
 

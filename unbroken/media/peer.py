@@ -74,9 +74,11 @@ def media_codecs(transceiver) -> list[RTCRtpCodecParameters]:
     return [c for c in rtc_internals.negotiated_codecs(transceiver) if not is_rtx(c)]
 
 
-def tap_ingest(transceiver, codecs: list[RTCRtpCodecParameters]) -> TrackReceiver:
+def tap_ingest(transceiver, codecs: list[RTCRtpCodecParameters],
+               on_first_packet: Callable[[], None] | None = None) -> TrackReceiver:
     """A TrackReceiver fed the decrypted RTP of `transceiver`'s receiver (aiortc's receiver
-    stays for NACK and receiver reports, and sends our keyframe requests)."""
+    stays for NACK and receiver reports, and sends our keyframe requests);
+    `on_first_packet` is called when its first packet arrives."""
     rtc_receiver = transceiver.receiver
 
     def send_pli(media_ssrc: int) -> None:
@@ -84,6 +86,7 @@ def tap_ingest(transceiver, codecs: list[RTCRtpCodecParameters]) -> TrackReceive
 
     track_receiver = TrackReceiver(
         transceiver.kind, {c.payloadType: c for c in codecs}, codecs[0], send_pli)
+    track_receiver.on_first_packet = on_first_packet
     rtc_internals.tap_receiver(rtc_receiver, track_receiver.handle_rtp)
 
     async def on_rtcp(packet) -> None:
@@ -102,6 +105,8 @@ class Peer:
         self.stream = stream
         self.pc = RTCPeerConnection(ice or RTCConfiguration(iceServers=[]))
         self.closed = asyncio.Event()
+        # set when media first flows: received (a publisher, a pull) or sent (a viewer)
+        self.media_flowing = asyncio.Event()
         self.close_reason = ""
         self.connected_at: float | None = None
         self.on_close: Callable[["Peer"], None] | None = None
@@ -173,7 +178,7 @@ class PublisherPeer(IngestPeer):
             codecs = media_codecs(t)
             if not codecs or t.currentDirection == "inactive":
                 continue
-            receivers[t.kind] = tap_ingest(t, codecs)
+            receivers[t.kind] = tap_ingest(t, codecs, self.media_flowing.set)
         self.source = Source(self.id, receivers)
         return answer
 
@@ -230,6 +235,7 @@ class SubscriberPeer(Peer):
             rtx_payload_type=rtx.payloadType if rtx else None,
             rtx_ssrc=rtc_internals.sender_rtx_ssrc(sender) if rtx else None,
             sender=sender)
+        track.on_first_packet = self.media_flowing.set
         rtc_internals.take_over_sender_rtcp(sender, track.handle_rtcp)
         return track
 

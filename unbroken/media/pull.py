@@ -58,7 +58,8 @@ class PullPeer(IngestPeer):
         for transceiver in media_transceivers(self.pc):
             codecs = media_codecs(transceiver)
             if codecs and transceiver.currentDirection != "inactive":
-                receivers[transceiver.kind] = tap_ingest(transceiver, codecs)
+                receivers[transceiver.kind] = tap_ingest(transceiver, codecs,
+                                                         self.media_flowing.set)
         if not receivers:
             raise NegotiationError("the upstream's answer has no codec this node forwards",
                                    status=406)

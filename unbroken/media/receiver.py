@@ -39,6 +39,8 @@ class TrackReceiver:
         self.on_codec_change: Callable[[RTCRtpCodecParameters], None] | None = None
         # called before a packet that follows a loss too long for NACK to repair
         self.on_discontinuity: Callable[[], None] | None = None
+        # called once, with the first packet (the peer's "media flows" signal)
+        self.on_first_packet: Callable[[], None] | None = None
         self.stats = IngestStats()
         self.last_packet_at: float | None = None
         self.ssrc: int | None = None
@@ -75,6 +77,8 @@ class TrackReceiver:
                 self._deferred_request.cancel()
                 self._deferred_request = None
         self.ssrc = packet.ssrc
+        if self.last_packet_at is None and self.on_first_packet is not None:
+            self.on_first_packet()
         self.last_packet_at = now
         gap = self.stats.add(packet.ssrc, packet.sequence_number, len(packet.payload),
                              packet.marker, now)
