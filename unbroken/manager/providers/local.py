@@ -83,6 +83,7 @@ class LocalProvider(NodeProvider):
         self.settings = settings
         self._children: dict[str, _Child] = {}
         self._stops: set[asyncio.Task[None]] = set()
+        self._started = 0
 
     def _free_port(self) -> int:
         used = {c.port for c in self._children.values()}
@@ -105,7 +106,8 @@ class LocalProvider(NodeProvider):
 
     async def start_node(self, group: str, role: NodeRole) -> ProvidedNode:
         port = self._free_port()
-        node_id = f"{group}-{role.value}-{port}"
+        self._started += 1
+        node_id = f"{group}-{role.value}-{port}-{self._started}"
         output = subprocess.DEVNULL
         if self.settings.log_dir:
             os.makedirs(self.settings.log_dir, exist_ok=True)

@@ -73,7 +73,7 @@ class Autoscaler:
         self.registry = registry
         self.provider = provider
         self.leader = leader
-        self.policies = dict(sorted(policies.items()))
+        self.policies = dict(sorted(policies.items(), key=lambda item: (item[0].group, item[0].role.value)))
         self.decisions = decisions
         self.probe = probe
         self.settings = settings or ScalingSettings()
@@ -81,6 +81,8 @@ class Autoscaler:
         self.detector = FaultDetector(self.settings.stall_s, self.settings.health_failures)
         self._tracked: dict[str, _Tracked] = {}
         self._groups: dict[GroupKey, _GroupMemory] = {key: _GroupMemory() for key in self.policies}
+        self._provided_last: dict[str, ProvidedNode] = {}
+        self._ours: set[str] = set()  # every node the provider has listed or started
         self._task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
 
@@ -112,6 +114,9 @@ class Autoscaler:
                                                              "reason": m.last.reason}}
                        for k, m in self._groups.items()],
             "nodes": {node_id: t.state for node_id, t in sorted(self._tracked.items())},
+            "provided": [{"node_id": n.node_id, "group": n.group, "role": n.role.value, "url": n.url,
+                          "state": n.state.value, "detail": n.detail}
+                         for n in sorted(self._provided_last.values(), key=lambda n: n.node_id)],
             "entries": list(self.decisions.entries)[-50:],
         }
 
@@ -133,7 +138,9 @@ class Autoscaler:
     # -- one evaluation --------------------------------------------------------------
 
     async def _provided(self) -> dict[str, ProvidedNode]:
-        return {n.node_id: n for n in await self.provider.list_nodes()}
+        self._provided_last = {n.node_id: n for n in await self.provider.list_nodes()}
+        self._ours.update(self._provided_last)
+        return self._provided_last
 
     def _live(self) -> dict[str, NodeView]:
         now = self.registry.clock()
@@ -165,6 +172,7 @@ class Autoscaler:
                 self.decisions.node(node_id, state)
         for node_id in [n for n in self._tracked if n not in provided and n not in views]:
             del self._tracked[node_id]
+            self._ours.discard(node_id)
             self.detector.forget(node_id)
             self.decisions.node(node_id, "gone")
 
@@ -201,16 +209,18 @@ class Autoscaler:
         tracked.faulty, tracked.state = True, "fault"
         self.registry.mark_suspect(node_id, f"fault: {reason}")  # out of routing at once
         self.decisions.fault(node_id, cause, reason)
-        if not (self.provider.scales and node_id in provided):
+        if not (self.provider.scales and node_id in self._ours):
             return
         replacement = await self._start(tracked.group, tracked.role, f"replaces faulty {node_id}")
         self.decisions.decision(tracked.group, tracked.role.value, "replace", reason,
                                 node=node_id, replacement=replacement)
         tracked.stopping = True
-        await self.provider.stop_node(node_id, 0)
+        if node_id in provided:
+            await self.provider.stop_node(node_id, 0)
 
     async def _start(self, group: str, role: NodeRole, why: str) -> str:
         node = await self.provider.start_node(group, role)
+        self._ours.add(node.node_id)
         self._tracked[node.node_id] = _Tracked("joining", group, role, started_at=self.clock())
         self.decisions.node(node.node_id, "joining", why)
         return node.node_id

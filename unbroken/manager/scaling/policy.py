@@ -22,7 +22,7 @@ from ..model import NodeRole
 __all__ = ["GroupKey", "GroupPolicy", "parse_groups"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class GroupKey:
     """A node group and role: the unit that scales."""
 
