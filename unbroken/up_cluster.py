@@ -1,7 +1,8 @@
 """`unbroken up --cluster`: on one machine, a stream manager with a self-signed
-certificate (Redis if `redis-server` is on the PATH, else the in-process store), two
-origins, two edges, and a test publisher through the manager: one command, a stream to
-watch at https://localhost:PORT/.
+certificate (Redis if `redis-server` is on the PATH, else the in-process store) whose
+local provider starts and keeps two origins and two edges (replacing faulty ones), and
+a test publisher through the manager: one command, a stream to watch at
+https://localhost:PORT/.
 
 Publishers are routed to an origin, viewers to an edge, which pulls the stream from its
 origin (the manager tells the edge where it is)."""
@@ -22,7 +23,9 @@ import tempfile
 import aiohttp
 
 from unbroken.manager.config import ManagerConfig
+from unbroken.manager.providers import LocalProvider
 from unbroken.manager.server import start
+from unbroken.manager.service import MANAGER
 from unbroken.manager.tls import client_context
 
 __all__ = ["up_cluster"]
@@ -64,19 +67,16 @@ async def up_cluster(port: int = 8443, stream: str = "demo", codec: str = "vp8",
     work = tempfile.mkdtemp(prefix="unbroken-up-")
     redis, redis_url = _start_redis(work)
     node_token = secrets.token_urlsafe(16)
+    # the local provider keeps each group at its size (a fixed size: min = max)
+    groups = {"default": {"origin": {"min": origins, "max": origins},
+                          "edge": {"min": edges, "max": edges}}}
     config = ManagerConfig(host="0.0.0.0", port=port, node_token=node_token, redis=redis_url,
-                           tls_self_signed=True, log_level="warning")
+                           tls_self_signed=True, log_level="warning", provider="local",
+                           local_node_args="--log-level warning", groups=groups)
     config.validate()
     running = await start(config)
     nodes: list[subprocess.Popen] = []
     try:
-        for role, count in (("origin", origins), ("edge", edges)):
-            for _ in range(count):
-                nodes.append(subprocess.Popen(
-                    [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
-                     "--port", str(_free_port()), "--role", role, "--manager", running.url,
-                     "--node-token", node_token, "--manager-fingerprint", running.fingerprint or "",
-                     "--log-level", "warning"]))
         await _wait_serving(running.url, running.fingerprint or "", origins + edges)
         # the SDK publisher, through the manager: it trusts the certificate made at start
         # (SSL_CERT_FILE for its process alone), and restores by itself
@@ -100,7 +100,11 @@ async def up_cluster(port: int = 8443, stream: str = "demo", codec: str = "vp8",
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        autoscaler = running.app[MANAGER].autoscaler
+        provider = autoscaler.provider if autoscaler is not None else None
         await running.drain_and_stop(1.0)
+        if isinstance(provider, LocalProvider):
+            await provider.terminate_all(drain_s=2.0)
         if redis is not None:
             redis.kill()
             redis.wait(5)

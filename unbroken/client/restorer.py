@@ -28,6 +28,10 @@ __all__ = ["RestoringClient"]
 
 log = logging.getLogger("unbroken.client")
 
+# the old session's media counts as continuous when it arrived this close to the new
+# session's first frame (the attempts notice media by polling every 50 ms)
+MEDIA_POLL_GAP_S = 0.1
+
 
 class RestoringClient:
     """Base of Publisher and Subscriber: owns the current attempt, the restore loop (its
@@ -161,14 +165,24 @@ class RestoringClient:
                 return
             self.state = FAILED
             self.emit(ClientEvent("stream", FAILED, reason=fault.name, url=attempt.url))
-            self.close_in_background(attempt)
+            # make-before-break on a drain notice: the old session keeps playing (or
+            # feeding) until the new one delivers its first frame, then it is closed
+            keep_old = fault.name == Fault.NODE_DRAINING
+            if not keep_old:
+                self.close_in_background(attempt)
             if not (self.options.restore and self._after_fault(fault)):
+                if keep_old:
+                    self.close_in_background(attempt)
                 self.emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
                 self.emit(ClientEvent("gave_up", FAILED, reason=fault.name, url=attempt.url))
                 self.done.set()
                 return
             self.emit(ClientEvent("restoring", reason=fault.name, url=attempt.url))
-            new = await self._connect(fault, attempt.url)
+            try:
+                new = await self._connect(fault, attempt.url)
+            finally:
+                if keep_old:
+                    self.close_in_background(attempt)
             if new is None:
                 self.emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
                 self.emit(ClientEvent("gave_up", FAILED,
@@ -181,8 +195,9 @@ class RestoringClient:
                 fault=fault.name,
                 detect_ms=round((fault.detected_at - fault.last_good_at) * 1000, 1),
                 restore_ms=round((new.first_media_at - fault.detected_at) * 1000, 1),
-                gap_ms=round((new.first_media_at - (fault.last_media_at or fault.last_good_at))
-                             * 1000, 1),
+                gap_ms=0.0 if keep_old and attempt.last_media_at and attempt.last_media_at >= (
+                    new.first_media_at - MEDIA_POLL_GAP_S) else round(
+                    (new.first_media_at - (fault.last_media_at or fault.last_good_at)) * 1000, 1),
                 tries=new.tries, url=new.url, **self._report_extra())
             self.restores.append(report)
             self.state = self.live_state

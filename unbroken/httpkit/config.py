@@ -12,7 +12,7 @@ __all__ = ["check_types", "load_settings"]
 T = TypeVar("T")
 
 # field annotation -> accepted Python types (TOML integers are fine for float settings)
-_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
+_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict}
 
 
 def load_settings(cls: type[T], table: str, path: str | None = None, **overrides) -> T:

@@ -9,6 +9,7 @@ from unbroken.httpkit.ratelimit import ClientLimits, client_limits
 
 from . import api, public
 from .config import ManagerConfig
+from .scaling import http as scaling_http
 from .service import MANAGER, Manager
 from .store import ClusterStore
 
@@ -28,6 +29,7 @@ def create_app(config: ManagerConfig, store: ClusterStore | None = None) -> web.
         client_max_size=config.max_body_bytes)
     app[MANAGER] = manager
     api.add_routes(app)
+    scaling_http.add_routes(app)
     public.add_routes(app)
 
     async def on_startup(app: web.Application) -> None:

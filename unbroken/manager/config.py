@@ -3,7 +3,7 @@ command-line overrides; unknown keys and wrong types are refused (httpkit.config
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from unbroken.httpkit.config import check_types, load_settings
 
@@ -47,12 +47,50 @@ class ManagerConfig:
     # seconds to let proxied streams and sockets end after SIGTERM
     drain_timeout: float = 5.0
     log_level: str = "info"
+    # -- autoscaling (README "Autoscaling") --
+    # who starts and stops nodes: "" (nobody: nodes join by themselves), "static" (the
+    # static_nodes list: health only), "local" (node processes here), "kubernetes" (Pods)
+    provider: str = ""
+    # seconds between the leader's evaluations; the leader lease's TTL
+    scaling_interval: float = 1.0
+    leader_lease: float = 3.0
+    # a node is faulty when its heartbeat seq has not advanced for fault_stall seconds,
+    # or its /healthz failed fault_health_failures times in a row, or it did not register
+    # within node_start_timeout seconds of its start
+    fault_stall: float = 2.0
+    fault_health_failures: int = 2
+    node_start_timeout: float = 20.0
+    # on scale-in: the node drains this long at most (clients moved make-before-break)
+    node_drain_timeout: float = 10.0
+    # local provider: where nodes listen, their ports, extra `unbroken node` arguments,
+    # a directory for their logs ("" = discarded), the manager URL they register with
+    # ("" = this manager's own URL)
+    local_host: str = "127.0.0.1"
+    local_ports: str = "9100-9199"
+    local_node_args: str = ""
+    local_log_dir: str = ""
+    local_manager_url: str = ""
+    # kubernetes provider: namespace, Pod template file, node port, kubeconfig ("" = in-cluster)
+    kubernetes_namespace: str = "unbroken"
+    kubernetes_template: str = ""
+    kubernetes_node_port: int = 8080
+    kubernetes_kubeconfig: str = ""
+    # static provider: "id=http://host:port, ..."
+    static_nodes: str = ""
+    # [manager.groups.GROUP.ROLE] tables: scaling policy per group and role (GroupPolicy)
+    groups: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | None = None, **overrides) -> "ManagerConfig":
         config = load_settings(cls, "manager", path, **overrides)
         config.validate()
         return config
+
+    def scaling_policies(self):
+        """The `groups` tables as {GroupKey: GroupPolicy} (ValueError when malformed)."""
+        from .scaling.policy import parse_groups
+
+        return parse_groups(self.groups)
 
     @property
     def tls(self) -> bool:
@@ -84,5 +122,16 @@ class ManagerConfig:
             raise ValueError("client rates must not be negative")
         if min(self.client_request_burst, self.client_session_burst) < 1:
             raise ValueError("client bursts must be at least 1")
+        self.scaling_policies()
+        if self.provider not in ("", "static", "local", "kubernetes"):
+            raise ValueError("provider must be static, local or kubernetes (or empty)")
+        if self.provider == "kubernetes" and not self.kubernetes_template:
+            raise ValueError("the kubernetes provider needs kubernetes_template (a Pod manifest)")
+        if not 0.1 <= self.scaling_interval <= 60 or not 0.5 <= self.leader_lease <= 60:
+            raise ValueError("scaling_interval must be 0.1-60 s and leader_lease 0.5-60 s")
+        if min(self.fault_stall, self.node_start_timeout, self.node_drain_timeout) <= 0:
+            raise ValueError("fault_stall, node_start_timeout and node_drain_timeout must be positive")
+        if self.fault_health_failures < 1:
+            raise ValueError("fault_health_failures must be at least 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level must be debug, info, warning or error")

@@ -64,6 +64,18 @@ class ClusterFeed:
         self.events.append(event)
         return event
 
+    def record(self, kind: str, text: str, fields: dict[str, Any]) -> None:
+        """An event from elsewhere (the scaling leader's decisions): logged and pushed now."""
+        event = self._note(kind, text, **fields)
+        if not self._subscribers:
+            return
+        update = {"nodes": nodes_json(self.registry), "streams": streams_json(self.registry), "events": [event]}
+        for queue in list(self._subscribers):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(update)
+
     def tick(self) -> list[dict[str, Any]]:
         """Compare with the last tick; record and push what changed."""
         views = live_views(self.registry)

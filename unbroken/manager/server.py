@@ -70,6 +70,7 @@ async def start(config: ManagerConfig) -> RunningManager:
         print(f"unbroken manager: TLS certificate SHA-256 fingerprint {fingerprint} "
               f"(certificate: {cert_file})", flush=True)
     print(f"unbroken manager: listening on {url}", flush=True)
+    await app[MANAGER].start_scaling(url, fingerprint, cert_file)
     return RunningManager(runner, app, url, fingerprint, cert_file)
 
 

@@ -33,6 +33,19 @@ class Manager:
         self.feed = ClusterFeed(self.registry)
         self.draining = False
         self.started_at = time.time()
+        self.autoscaler = None  # the scaling leader's loop, when a provider is configured
+        self._prober = None
+
+    async def start_scaling(self, url: str, fingerprint: str | None, cert_file: str | None) -> None:
+        """Start the scaling leader's loop (once the manager listens at `url`: local
+        nodes register there) when `config.provider` names a provider."""
+        if not self.config.provider:
+            return
+        from .scaling.setup import build_autoscaler
+
+        self.autoscaler, self._prober = build_autoscaler(
+            self.config, self.registry, self.metrics.registry, self.feed.record, url, fingerprint, cert_file)
+        await self.autoscaler.start()
 
     async def _check(self, record) -> bool:
         return await self.proxy.check(record)
@@ -43,6 +56,9 @@ class Manager:
         self.feed.start()
 
     async def close(self) -> None:
+        if self.autoscaler is not None:
+            await self.autoscaler.close()
+            await self._prober.close()
         await self.feed.close()
         await self.registry.close()
         await self.proxy.close()

@@ -31,6 +31,7 @@ __all__ = [
     "ClusterStore",
     "EventKind",
     "EventSubscription",
+    "LeaseGrant",
     "OriginClaim",
     "StoreClosed",
     "StoreError",
@@ -121,6 +122,17 @@ class OriginClaim:
 
     def owned_by(self, node_id: str) -> bool:
         return self.owner == node_id
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """The answer to a lease request: who holds the named lease now, and for how long
+    still (seconds, measured by the store). `held` says whether the caller holds it."""
+
+    name: str
+    holder: str
+    left_s: float
+    held: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +228,17 @@ class ClusterStore(abc.ABC):
     @abc.abstractmethod
     async def stream_edges(self, stream: str) -> frozenset[str]:
         """The stream's edges whose membership holds."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseGrant:
+        """A named lease (e.g. the scaling leader's): take it if nobody holds it
+        (set-if-absent), or renew it for `ttl_s` if `holder` already does; otherwise
+        leave it and say who holds it. Leases live beside the cluster state and publish
+        no event."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Give the lease up only if `holder` holds it (compare-and-delete); True if it did."""
 
     @abc.abstractmethod
     async def snapshot(self) -> ClusterSnapshot:

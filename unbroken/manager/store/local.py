@@ -12,6 +12,7 @@ from .base import (
     ClusterStore,
     EventKind,
     EventSubscription,
+    LeaseGrant,
     OriginClaim,
     StoreClosed,
     StoredNode,
@@ -32,6 +33,7 @@ class LocalStore(ClusterStore):
         self._nodes: dict[str, tuple[NodeRecord, float]] = {}
         self._origins: dict[str, tuple[str, float]] = {}
         self._edges: dict[str, dict[str, float]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
         self._subscriptions: set[QueueSubscription] = set()
         self._closed = False
 
@@ -162,6 +164,23 @@ class LocalStore(ClusterStore):
     async def stream_edges(self, stream: str) -> frozenset[str]:
         self._check_open()
         return frozenset(self._live_edges(stream, self._clock()))
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseGrant:
+        self._check_open()
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is None or current[1] <= now or current[0] == holder:
+            self._leases[name] = (holder, now + ttl_s)
+            return LeaseGrant(name, holder, ttl_s, held=True)
+        return LeaseGrant(name, current[0], current[1] - now, held=False)
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        self._check_open()
+        current = self._leases.get(name)
+        if current is None or current[0] != holder or current[1] <= self._clock():
+            return False
+        del self._leases[name]
+        return True
 
     async def snapshot(self) -> ClusterSnapshot:
         self._check_open()

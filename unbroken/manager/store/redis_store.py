@@ -6,6 +6,7 @@ Keys, under a prefix (default "unbroken"):
     {p}:nodes            set of node ids (an index; entries whose record lapsed are pruned)
     {p}:origin:{stream}  the origin owner's node id, PX = the claim's TTL
     {p}:edges:{stream}   sorted set: node id -> membership expiry (ms, Redis server clock)
+    {p}:lease:{name}     a named lease's holder (e.g. the scaling leader), PX = its TTL
     {p}:events           the pub/sub channel
 
 Every write is one Lua script that changes the state and publishes its event together, so
@@ -33,6 +34,7 @@ from .base import (
     ClusterStore,
     EventKind,
     EventSubscription,
+    LeaseGrant,
     OriginClaim,
     StoreClosed,
     StoreError,
@@ -115,6 +117,23 @@ _RELEASE = _LUA_HELPERS + "return release(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
 _ADD_EDGE = _LUA_HELPERS + "return add_edge(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 # KEYS: edges key. ARGV: stream, node, channel.
 _REMOVE_EDGE = _LUA_HELPERS + "return remove_edge(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
+
+# KEYS: lease key. ARGV: holder, ttl_ms. Returns {holder now, ms left}.
+_ACQUIRE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {ARGV[1], tonumber(ARGV[2])}
+end
+return {holder, redis.call('PTTL', KEYS[1])}
+"""
+# KEYS: lease key. ARGV: holder.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 # KEYS: node key, index, then one origin or edges key per stream.
 # ARGV: node id, record JSON, lease_ms, channel, NODE_UPDATED event JSON,
@@ -219,6 +238,8 @@ class RedisStore(ClusterStore):
         self._put_node = self._redis.register_script(_PUT_NODE)
         self._remove_node = self._redis.register_script(_REMOVE_NODE)
         self._live_nodes = self._redis.register_script(_LIVE_NODES)
+        self._acquire_lease = self._redis.register_script(_ACQUIRE_LEASE)
+        self._release_lease = self._redis.register_script(_RELEASE_LEASE)
         self._pumps: dict[QueueSubscription, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -342,6 +363,19 @@ class RedisStore(ClusterStore):
         with _translate_errors():
             removed = await self._remove_edge(keys=[self._edges_key(stream)], args=[stream, node_id, self._channel])
         return bool(removed)
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseGrant:
+        self._check_open()
+        with _translate_errors():
+            current, left_ms = await self._acquire_lease(
+                keys=[f"{self._prefix}:lease:{name}"], args=[holder, _ms(ttl_s)])
+        return LeaseGrant(name, current, max(0, int(left_ms)) / 1000, held=current == holder)
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        self._check_open()
+        with _translate_errors():
+            done = await self._release_lease(keys=[f"{self._prefix}:lease:{name}"], args=[holder])
+        return bool(done)
 
     async def _server_ms(self) -> int:
         seconds, micros = await self._redis.time()
