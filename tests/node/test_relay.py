@@ -345,3 +345,92 @@ async def test_loss_on_the_relay_hop_is_repaired(start_node):
             await viewer.stop()
         await pub.stop()
         await runner.cleanup()
+
+
+async def test_edge_refuses_publishers_the_same_way_on_whip_and_the_session_channel(
+        start_node):
+    """An edge serves viewers only: a WHIP POST gets 403 `edge_no_publish` with a reason
+    (before the offer is even read), the session channel the same code; nothing is
+    created on the edge."""
+    from unbroken.client.session import SessionClient, StreamFailed
+    from unbroken.client.whip import WhipError
+    from unbroken.protocol.refusals import REFUSALS, Refusal
+
+    origin = start_node("--role", "origin")
+    edge = edge_of(start_node, origin)
+    with pytest.raises(WhipError) as refused:
+        await publish(edge.url, "nopub", "vp8", audio=False)
+    assert refused.value.status == REFUSALS[Refusal.EDGE_NO_PUBLISH].status == 403
+    assert refused.value.code == "edge_no_publish"
+    assert "edge" in refused.value.reason and "origin" in refused.value.reason
+    assert refused.value.retry_after is None  # never here: no point retrying this node
+    async with SessionClient(edge.url) as channel:
+        with pytest.raises(StreamFailed) as failed:
+            await channel.publish("nopub", [TestPatternVideoTrack()])
+    assert failed.value.code == "edge_no_publish"
+    assert "nopub" not in await streams(edge.url)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(edge.url + "/api/v1/sessions") as r:
+            assert (await r.json())["sessions"] == []
+    # the origin still takes the publisher, and the edge serves it
+    pub = await publish(origin.url, "nopub", "vp8", audio=False)
+    try:
+        viewer = await WhepViewer(edge.url, "nopub", audio=False).start()
+        await viewer.wait_frames(10, 20)
+        await viewer.stop()
+    finally:
+        await pub.stop()
+
+
+async def test_viewer_arriving_while_the_pull_ends_gets_frames_not_409(start_node):
+    """The cold-join race: a pull's linger runs out just as a new viewer arrives (its
+    offer lands while the old pull closes its upstream session). Joins at offsets around
+    the linger's end: every one gets 201 (no `not_live`) and frames."""
+    origin = start_node("--role", "origin")
+    linger = 0.5
+    edge = edge_of(start_node, origin, linger=str(linger))
+    pub = await publish(origin.url, "race", "vp8", audio=False)
+    try:
+        for offset in (-0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.15):
+            first = await WhepViewer(edge.url, "race", audio=False).start()
+            await first.wait_frames(5, 20)
+            await first.stop()
+            # the edge checks its viewers every 0.1 s: aim around the end of the linger
+            await asyncio.sleep(max(0.0, linger + offset))
+            late = WhepViewer(edge.url, "race", audio=False)
+            try:
+                await late.start()  # a 409 here is the race
+                await late.wait_frames(12, 10)
+                assert counters_advance(late.counters)
+            finally:
+                await late.stop()
+    finally:
+        await pub.stop()
+
+
+async def test_video_only_stream_edge_viewer_mirrors_the_origin_viewer(start_node):
+    """A video-only stream: the edge's viewer negotiates exactly what a viewer at the
+    origin does (an Opus section with no packets yet: kept on purpose, see the README),
+    and when the publisher restores with a microphone its audio reaches that same edge
+    session, with no renegotiation."""
+    origin = start_node("--role", "origin")
+    edge = edge_of(start_node, origin)
+    pub = await publish(origin.url, "mute", "vp8", audio=False)
+    viewers = [await WhepViewer(n.url, "mute").start() for n in (origin, edge)]
+    try:
+        await asyncio.gather(*(v.wait_frames(15, 20) for v in viewers))
+        assert [v.audio_frames for v in viewers] == [0, 0]
+        location = viewers[1].location
+        await pub.stop()
+        pub = await publish(origin.url, "mute", "vp8", audio=True)
+
+        async def audio_at_the_edge():
+            return viewers[1].audio_frames > 20
+
+        await wait_for(audio_at_the_edge, 20, "audio at the edge's viewer")
+        assert viewers[1].location == location and viewers[1].connection_state == "connected"
+        assert viewers[0].audio_frames > 0
+    finally:
+        for v in viewers:
+            await v.stop()
+        await pub.stop()

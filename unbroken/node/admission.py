@@ -42,18 +42,23 @@ class Admission:
     def __init__(self, state: NodeState) -> None:
         self.state = state
 
-    def check_open(self, stream: str) -> None:
-        """What can be refused before the offer is read."""
+    def check_open(self, stream: str, kind: Kind | None = None) -> None:
+        """What can be refused before the offer is read (`kind`: what the session would
+        do, when known)."""
         problem = check_stream_name(stream)
         if problem:
             raise Refused(Refusal.BAD_STREAM_NAME, problem)
+        if kind == Kind.PUBLISH and self.state.config.role == "edge":
+            raise Refused(Refusal.EDGE_NO_PUBLISH,
+                          "this node is an edge: it serves viewers only; publish to an "
+                          "origin (or through the stream manager)")
         if self.state.draining:
             raise Refused(Refusal.DRAINING, "node is draining")
         if len(self.state.sessions) >= self.state.config.max_sessions:
             raise Refused(Refusal.TOO_MANY_SESSIONS, "node is at its session limit")
 
     async def admit(self, request: OfferRequest) -> MediaSession:
-        self.check_open(request.stream)
+        self.check_open(request.stream, request.kind)
         state, name = self.state, request.stream
         try:
             check_offer(request.sdp)

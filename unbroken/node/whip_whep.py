@@ -65,7 +65,7 @@ async def _offer_post(request: web.Request, kind: Kind, **options) -> web.Respon
     check_bearer(request, state.config.token)
     admission = request.app[ADMISSION]
     name = request.match_info["stream"]
-    admission.check_open(name)
+    admission.check_open(name, kind)
     offer = await read_text(request, SDP_CONTENT_TYPE, state.config.max_body_bytes)
     session = await admission.admit(OfferRequest(kind, name, offer, **options))
     resource = session.resource

@@ -19,6 +19,7 @@ class Refusal(StrEnum):
     NEGOTIATION_FAILED = "negotiation_failed"
     NOT_LIVE = "not_live"  # play: the stream has no publisher
     STREAM_BUSY = "stream_busy"  # publish: the stream already has a publisher
+    EDGE_NO_PUBLISH = "edge_no_publish"  # publish: an edge only serves viewers
     DRAINING = "draining"  # the node takes no new streams
     TOO_MANY_SESSIONS = "too_many_sessions"  # the node is full
     TOO_MANY_STREAMS = "too_many_streams"  # this socket session holds max_streams already
@@ -45,6 +46,8 @@ REFUSALS: dict[Refusal, RefusalWire] = {
     Refusal.NEGOTIATION_FAILED: RefusalWire(400),
     Refusal.NOT_LIVE: RefusalWire(409, retry_after=True),
     Refusal.STREAM_BUSY: RefusalWire(409),
+    # for good on this node (no Retry-After): publishers belong on an origin
+    Refusal.EDGE_NO_PUBLISH: RefusalWire(403),
     Refusal.DRAINING: RefusalWire(503, retry_after=True),
     Refusal.TOO_MANY_SESSIONS: RefusalWire(503, retry_after=True),
     Refusal.TOO_MANY_STREAMS: RefusalWire(429),
