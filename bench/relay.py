@@ -1,12 +1,17 @@
 """Origin → edge relay: time to first frame at an edge (cold: the pull starts; warm: it
-runs), the latency one hop adds, and origin failures (SIGKILL, the publisher restores to
-a second origin) until the edge's viewer has its picture back.
+runs), the latency one hop adds, the CPU one more viewer costs at an edge against at an
+origin, and origin failures (SIGKILL; the SDK publisher restores through its URL list
+of both origins) until the edge's viewer has its picture back.
 
     python bench/relay.py [--quick]
 
-Nodes are separate processes; the publisher and viewers run in this one (decoding
-viewers: the frame counter is read from each picture). Figures go to stdout as JSON
-(also bench/results/relay.json or relay.quick.json); the table to stderr.
+Nodes are separate processes. CPU per viewer is measured from outside: the node
+process's CPU time (/proc/<pid>/stat) over a window while N load viewers (in agent
+processes, counting packets, not decoding) play from it, at several N; the slope is
+the CPU of one more viewer. The other publishers and viewers run in this process
+(decoding viewers: the frame counter is read from each picture). Figures go to stdout
+as JSON (also bench/results/relay.json or relay.quick.json); the table to stderr, with
+the whole machine's busy-% (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import statistics
 import sys
 import time
 
-from _harness import Server, free_port, machine, percentile, table, write_results
+from _harness import (Agent, Server, busy_pct, free_port, machine, machine_busy, percentile,
+                      table, write_results)
 
+from unbroken.client import Publisher, sources
 from unbroken.client.testsrc import TestPatternVideoTrack
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
@@ -90,35 +97,103 @@ async def hop_latency(origin: Server, edge: Server, far_edge: Server) -> dict:
 
 
 async def failovers(faults: int) -> dict:
+    """SIGKILL the origin the SDK publisher is on; the publisher restores by itself
+    through its URL list (both origins), the edge finds the stream on the other one: the
+    time from the kill to the edge viewer's first frame after it. The killed origin is
+    restarted on its port before the next fault."""
     origins = [await node("origin").start(), await node("origin").start()]
     edge = await node("edge", "--upstream", ",".join(o.url for o in origins),
                       "--relay-linger", "5").start()
-    current = 0
-    pub = await publish(origins[current].url, "cam")
+    pub = await Publisher([o.url for o in origins], "cam", codec="vp8",
+                          source=sources.testsrc(audio=False)).start()
     viewer = await WhepViewer(edge.url, "cam", audio=False).start()
     await viewer.wait_frames(30, 15)
-    back = []
+    back: list[float | None] = []
+    publisher_restore: list[float] = []
     try:
         for i in range(faults):
             await asyncio.sleep(0.5)
-            origins[current].proc.kill()  # SIGKILL
+            current = next(o for o in origins if o.url == pub.url)
+            frames, restores = viewer.frames, len(pub.restores)
+            current.proc.kill()  # SIGKILL
             killed_at = time.monotonic()
-            await origins[current].proc.wait()
-            await pub.stop()
-            current = 1 - current
-            pub = await publish(origins[current].url, "cam")  # the publisher restores
-            frames = viewer.frames
-            await viewer.wait_frames(frames + 1, 10)
-            back.append((viewer.arrivals[-1] - killed_at) * 1000)
-            log(f"fault {i + 1}: picture back after {back[-1]:.0f} ms")
-            dead = origins[1 - current]
-            origins[1 - current] = await node("origin", port=dead.port).start()
+            await current.proc.wait()
+            try:
+                # the frame in flight at the kill does not count: wait for two more
+                await viewer.wait_frames(frames + 2, 10)
+                arrived = [t for t in viewer.arrivals if t > killed_at + 0.05]
+                back.append((arrived[0] - killed_at) * 1000 if arrived else None)
+            except TimeoutError:
+                back.append(None)
+            if len(pub.restores) > restores:
+                publisher_restore.append(pub.restores[-1].restore_ms)
+            log(f"fault {i + 1}: picture back after "
+                f"{back[-1] if back[-1] is None else round(back[-1])} ms (publisher on {pub.url})")
+            origins[origins.index(current)] = await node("origin", port=current.port).start()
     finally:
         await viewer.stop()
         await pub.stop()
         for server in (edge, *origins):
             await server.stop()
-    return {"picture_back_ms": back}
+    return {"picture_back_ms": back, "publisher_restore_ms": publisher_restore}
+
+
+async def load_step(server: Server, agents: list[Agent], count: int, window: float) -> dict:
+    """Add load viewers of `server` up to `count`, then its CPU over `window` s."""
+    have = sum(int(a.args[-1]) for a in agents)
+    if count > have:
+        agent = Agent(f"{server.name}-load-{len(agents)}",
+                      ["view", server.url, "cpu", "--count", str(count - have)])
+        await agent.start()
+        agents.append(agent)
+    await asyncio.sleep(1.0)  # past the joins
+    cpu0, busy0, t0 = sum(server.cpu()), machine_busy(), time.monotonic()
+    await asyncio.sleep(window)
+    cpu1, busy1, t1 = sum(server.cpu()), machine_busy(), time.monotonic()
+    return {"viewers": count, "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
+            "machine_busy_pct": busy_pct(busy0, busy1)}
+
+
+def slope(rows: list[dict]) -> float:
+    """Least-squares CPU % per viewer across the steps."""
+    xs = [r["viewers"] for r in rows]
+    ys = [r["cpu_pct"] for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+async def cpu_per_viewer(steps: list[int], window: float) -> dict:
+    """One VP8 publisher (agent, 640x360, 30 fps, 1 Mbps) on an origin; the same steps
+    of load viewers first on the origin, then on an edge of it (one pull): each node's
+    CPU per added viewer."""
+    origin = await node("origin").start()
+    edge = await node("edge", "--upstream", origin.url, "--relay-linger", "5").start()
+    publisher = Agent("relay-publisher", ["publish", origin.url, "cpu", "--codec", "vp8",
+                                          "--bitrate", "1000000"])
+    results: dict = {}
+    try:
+        await publisher.start()
+        for server in (origin, edge):
+            agents: list[Agent] = []
+            rows = []
+            try:
+                for count in steps:
+                    rows.append(await load_step(server, agents, count, window))
+                    log(f"{server.name}: {count:3d} viewers  cpu {rows[-1]['cpu_pct']:6.2f}%  "
+                        f"machine busy {rows[-1]['machine_busy_pct']}%")
+            finally:
+                await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
+            results[server.name] = {"steps": rows,
+                                    "cpu_pct_per_viewer": round(slope(rows), 3)}
+            await asyncio.sleep(1.0)
+    finally:
+        await publisher.stop()
+        await edge.stop()
+        await origin.stop()
+    per_origin = results["origin"]["cpu_pct_per_viewer"]
+    results["edge_to_origin_ratio"] = (round(results["edge"]["cpu_pct_per_viewer"] / per_origin, 2)
+                                       if per_origin > 0 else None)
+    return results
 
 
 def summary(measured: list[float | None]) -> dict:
@@ -133,6 +208,8 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer joins and faults")
     args = parser.parse_args()
     joins, faults = (5, 5) if args.quick else (20, 20)
+    steps, window = ([1, 11, 21], 3.0) if args.quick else ([1, 11, 21, 31, 41], 5.0)
+    cpu = await cpu_per_viewer(steps, window)
     origin = await node("origin").start()
     edge = await node("edge", "--upstream", origin.url, "--relay-linger", str(LINGER)).start()
     far_edge = await node("edge", "--upstream", edge.url, "--relay-linger", "5").start()
@@ -152,13 +229,23 @@ async def main() -> None:
         "added_latency_hop1_ms": summary(hops["hop1_ms"]),
         "added_latency_hop2_ms": summary(hops["hop2_ms"]),
         "origin_failure_picture_back_ms": summary(failover["picture_back_ms"]),
+        "origin_failure_publisher_restore_ms": summary(failover["publisher_restore_ms"]),
+        "cpu_per_viewer": cpu,
         "targets": {"edge_ttff_warm_ms": 100, "edge_ttff_cold_ms": 250,
-                    "added_latency_per_hop_ms": 10, "origin_failure_p95_ms": 1000},
+                    "added_latency_per_hop_ms": 10, "origin_failure_p95_ms": 1000,
+                    "edge_to_origin_cpu_per_viewer_ratio": 1.0},
     }
     rows = [{"what": key, **results[key]} for key in results
-            if key not in ("machine", "targets")]
+            if key not in ("machine", "targets", "cpu_per_viewer")]
     log(table([("what", "what"), ("n", "n"), ("misses", "misses"), ("p50", "p50"), ("p95", "p95"),
                ("mean", "mean")], rows))
+    cpu_rows = [{"node": name, **step} for name in ("origin", "edge")
+                for step in cpu[name]["steps"]]
+    log(table([("node", "node"), ("viewers", "viewers"), ("cpu_pct", "cpu%"),
+               ("machine_busy_pct", "machine busy%")], cpu_rows))
+    log(f"CPU per viewer: origin {cpu['origin']['cpu_pct_per_viewer']}%, edge "
+        f"{cpu['edge']['cpu_pct_per_viewer']}% of a core (edge/origin "
+        f"{cpu['edge_to_origin_ratio']})")
     write_results("relay", results, args.quick)
     print(json.dumps(results))
 
