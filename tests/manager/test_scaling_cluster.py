@@ -138,9 +138,12 @@ async def test_viewers_scale_the_edge_group_out(start_manager, tmp_path):
         status = await scaling(http, manager.url)
         seen.update(pids(status))
         (edge,) = await serving_ids(http, manager.url, "edge")
-        edge_url = next(n["url"] for n in status["provided"] if n["node_id"] == edge)
-        # edges do not pull from origins yet (the relay lands later): publish to the edge itself
-        publisher = await Publisher(edge_url, "load").start()
+        (origin,) = await serving_ids(http, manager.url, "origin")
+        edge_url, origin_url = (next(n["url"] for n in status["provided"] if n["node_id"] == node)
+                                for node in (edge, origin))
+        # edges take no publishers (edge_no_publish): publish to the origin, view on the
+        # edge, which pulls the stream from there
+        publisher = await Publisher(origin_url, "load").start()
         viewer = await Subscriber(edge_url, "load").start()
         try:
             new = await until(lambda: _new_edge(http, manager.url, {edge}), 20, "a second edge")
