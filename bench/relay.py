@@ -138,20 +138,14 @@ async def failovers(faults: int) -> dict:
     return {"picture_back_ms": back, "publisher_restore_ms": publisher_restore}
 
 
-async def load_step(server: Server, agents: list[Agent], count: int, window: float) -> dict:
-    """Add load viewers of `server` up to `count`, then its CPU over `window` s."""
+async def add_viewers(server: Server, agents: list[Agent], count: int) -> None:
+    """Load viewers of `server` (in agent processes) up to `count`."""
     have = sum(int(a.args[-1]) for a in agents)
     if count > have:
         agent = Agent(f"{server.name}-load-{len(agents)}",
                       ["view", server.url, "cpu", "--count", str(count - have)])
         await agent.start()
         agents.append(agent)
-    await asyncio.sleep(1.0)  # past the joins
-    cpu0, busy0, t0 = sum(server.cpu()), machine_busy(), time.monotonic()
-    await asyncio.sleep(window)
-    cpu1, busy1, t1 = sum(server.cpu()), machine_busy(), time.monotonic()
-    return {"viewers": count, "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
-            "machine_busy_pct": busy_pct(busy0, busy1)}
 
 
 def slope(rows: list[dict]) -> float:
@@ -163,33 +157,42 @@ def slope(rows: list[dict]) -> float:
 
 
 async def cpu_per_viewer(steps: list[int], window: float) -> dict:
-    """One VP8 publisher (agent, 640x360, 30 fps, 1 Mbps) on an origin; the same steps
-    of load viewers first on the origin, then on an edge of it (one pull): each node's
-    CPU per added viewer."""
+    """One VP8 publisher (agent, 640x360, 30 fps, 1 Mbps) on an origin, an edge pulling
+    from it; at each step N load viewers on the origin and N on the edge, and both node
+    processes' CPU over the same window (so both see the same machine, however busy):
+    each node's CPU per added viewer. (The origin's figures include the edge's pull, one
+    viewer more at every step: the slope does not change.)"""
     origin = await node("origin").start()
     edge = await node("edge", "--upstream", origin.url, "--relay-linger", "5").start()
     publisher = Agent("relay-publisher", ["publish", origin.url, "cpu", "--codec", "vp8",
                                           "--bitrate", "1000000"])
-    results: dict = {}
+    servers = (origin, edge)
+    agents: dict[str, list[Agent]] = {s.name: [] for s in servers}
+    rows: dict[str, list[dict]] = {s.name: [] for s in servers}
     try:
         await publisher.start()
-        for server in (origin, edge):
-            agents: list[Agent] = []
-            rows = []
-            try:
-                for count in steps:
-                    rows.append(await load_step(server, agents, count, window))
-                    log(f"{server.name}: {count:3d} viewers  cpu {rows[-1]['cpu_pct']:6.2f}%  "
-                        f"machine busy {rows[-1]['machine_busy_pct']}%")
-            finally:
-                await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
-            results[server.name] = {"steps": rows,
-                                    "cpu_pct_per_viewer": round(slope(rows), 3)}
-            await asyncio.sleep(1.0)
+        for count in steps:
+            for server in servers:
+                await add_viewers(server, agents[server.name], count)
+            await asyncio.sleep(1.0)  # past the joins
+            cpu0, busy0, t0 = [sum(s.cpu()) for s in servers], machine_busy(), time.monotonic()
+            await asyncio.sleep(window)
+            cpu1, busy1, t1 = [sum(s.cpu()) for s in servers], machine_busy(), time.monotonic()
+            busy = busy_pct(busy0, busy1)
+            for server, a, b in zip(servers, cpu0, cpu1):
+                rows[server.name].append({"viewers": count,
+                                          "cpu_pct": round(100 * (b - a) / (t1 - t0), 2),
+                                          "machine_busy_pct": busy})
+            log(f"{count:3d} viewers each: origin cpu {rows['origin'][-1]['cpu_pct']:6.2f}%  "
+                f"edge cpu {rows['edge'][-1]['cpu_pct']:6.2f}%  machine busy {busy}%")
     finally:
+        await asyncio.gather(*(a.stop() for group in agents.values() for a in group),
+                             return_exceptions=True)
         await publisher.stop()
         await edge.stop()
         await origin.stop()
+    results: dict = {name: {"steps": rows[name], "cpu_pct_per_viewer": round(slope(rows[name]), 3)}
+                     for name in rows}
     per_origin = results["origin"]["cpu_pct_per_viewer"]
     results["edge_to_origin_ratio"] = (round(results["edge"]["cpu_pct_per_viewer"] / per_origin, 2)
                                        if per_origin > 0 else None)
@@ -206,10 +209,17 @@ def summary(measured: list[float | None]) -> dict:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer joins and faults")
+    parser.add_argument("--only-cpu", action="store_true",
+                        help="only the CPU per viewer (results in relay-cpu[.quick].json)")
     args = parser.parse_args()
     joins, faults = (5, 5) if args.quick else (20, 20)
-    steps, window = ([1, 11, 21], 3.0) if args.quick else ([1, 11, 21, 31, 41], 5.0)
+    steps, window = ([1, 6, 11], 3.0) if args.quick else ([1, 6, 11, 16, 21], 5.0)
     cpu = await cpu_per_viewer(steps, window)
+    if args.only_cpu:
+        results = {"machine": machine(), "cpu_per_viewer": cpu}
+        write_results("relay-cpu", results, args.quick)
+        print(json.dumps(results))
+        return
     origin = await node("origin").start()
     edge = await node("edge", "--upstream", origin.url, "--relay-linger", str(LINGER)).start()
     far_edge = await node("edge", "--upstream", edge.url, "--relay-linger", "5").start()
