@@ -24,7 +24,7 @@ import aiohttp
 
 from unbroken.manager.config import ManagerConfig
 from unbroken.manager.server import start
-from unbroken.manager.tls import client_context
+from unbroken.httpkit.tls import client_context
 
 __all__ = ["up_cluster"]
 
