@@ -10,6 +10,7 @@ from .config import ManagerConfig
 from .feed import ClusterFeed
 from .metrics import ManagerMetrics
 from .proxy import NodeProxy, ProxySettings
+from .heartbeat_links import HeartbeatLinks
 from .registry import Registry
 from .routing import RouteAnswer, Router, RouteKind
 from .store import ClusterStore, open_store
@@ -31,6 +32,8 @@ class Manager:
         self.proxy = NodeProxy(self.registry, self.metrics,
                                ProxySettings(config.node_connect_timeout, config.node_answer_timeout))
         self.feed = ClusterFeed(self.registry)
+        self.links = HeartbeatLinks(
+            lambda node_id: self.registry.mark_suspect(node_id, "heartbeat connection closed"))
         self.draining = False
         self.started_at = time.time()
 
