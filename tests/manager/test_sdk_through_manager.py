@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
 from urllib.parse import urljoin
 
 import aiohttp
 import pytest
-from cluster_helpers import NODE_TOKEN, START_TIMEOUT_S, ManagerProcess, free_port, pinned_http, wait_nodes
+from cluster_helpers import ManagerProcess, free_port, pinned_http, wait_nodes
 
-from unbroken.client import ClientEvent, HlsPlayer, ManagerRoutes, Publisher, Subscriber, testsrc
+from unbroken.client import ClientEvent, HlsPlayer, ManagerRoutes, Publisher, Subscriber, sources
 from unbroken.client.testsrc import TestPatternVideoTrack
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
@@ -54,29 +52,6 @@ class Recorder:
         return [e for e in self.events if e.kind == kind][count - 1]
 
 
-class CertManager(ManagerProcess):
-    """A manager process serving a given certificate (several managers, one certificate)."""
-
-    cert_file: str = ""
-    key_file: str = ""
-
-    def start(self) -> "CertManager":
-        self.log_path = f"/tmp/unbroken-manager-{self.port}.log"
-        cmd = [sys.executable, "-m", "unbroken", "manager", "--host", "127.0.0.1", "--port", str(self.port),
-               "--node-token", NODE_TOKEN, "--tls-cert", self.cert_file, "--tls-key", self.key_file,
-               *self.args]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"manager exited: {self.log()}")
-            if "listening on" in self.log():
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"manager did not start: {self.log()}")
-
-
 def node_id(node) -> str:
     return f"origin-127.0.0.1-{node.port}"
 
@@ -93,7 +68,7 @@ async def test_sdk_through_the_manager_node_killed_new_route_report_names_node(s
     through = {"manager": manager.url, "manager_fingerprint": manager.fingerprint}
     async with pinned_http(manager.fingerprint) as http:
         await wait_nodes(http, manager.url, 2)
-    pub = await Publisher(None, "sdk", source=testsrc(320, 180, 15, audio=False), codec="vp8",
+    pub = await Publisher(None, "sdk", source=sources.testsrc(320, 180, 15, audio=False), codec="vp8",
                           on_event=pub_events, **through).start()
     sub = await Subscriber(None, "sdk", on_event=sub_events, **through).start()
     try:
@@ -119,11 +94,9 @@ async def test_two_managers_one_killed_still_restores(redis_server, start_node, 
     cert = create_self_signed("127.0.0.1")
     cert_file, key_file = cert.write(tmp_path)
     shared = ["--redis", redis_server.url, "--redis-prefix", f"t{time.monotonic_ns()}"]
-    managers = []
-    for _ in range(2):
-        m = CertManager(free_port(), shared)
-        m.cert_file, m.key_file, m.fingerprint = str(cert_file), str(key_file), cert.fingerprint
-        managers.append(m.start())
+    tls = ["--tls-cert", str(cert_file), "--tls-key", str(key_file)]
+    managers = [ManagerProcess(free_port(), shared, tls, fingerprint=cert.fingerprint).start()
+                for _ in range(2)]
     first, second = managers
     try:
         # the nodes heartbeat to the second manager; the first learns them through Redis
@@ -132,7 +105,7 @@ async def test_two_managers_one_killed_still_restores(redis_server, start_node, 
             await wait_nodes(http, first.url, 2)
         both = f"{first.url},{second.url}"
         pub_events, sub_events = Recorder(), Recorder()
-        pub = await Publisher(None, "pair", source=testsrc(320, 180, 15, audio=False), codec="vp8",
+        pub = await Publisher(None, "pair", source=sources.testsrc(320, 180, 15, audio=False), codec="vp8",
                               manager=both, manager_ca=str(cert_file), on_event=pub_events).start()
         sub = await Subscriber(None, "pair", manager=both, manager_ca=str(cert_file),
                                on_event=sub_events).start()
@@ -185,7 +158,7 @@ async def test_node_drain_notice_through_the_manager_sdk_restores_elsewhere(star
     async with pinned_http(manager.fingerprint) as http:
         await wait_nodes(http, manager.url, 1)
         pub_events, sub_events = Recorder(), Recorder()
-        pub = await Publisher(None, "drain", source=testsrc(320, 180, 15, audio=False), codec="vp8",
+        pub = await Publisher(None, "drain", source=sources.testsrc(320, 180, 15, audio=False), codec="vp8",
                               on_event=pub_events, **through).start()
         sub = await Subscriber(None, "drain", on_event=sub_events, **through).start()
         b = start_node(*manager.node_args("origin"))
@@ -240,7 +213,7 @@ async def test_hls_through_the_manager(start_manager, start_node):
     start_node(*manager.node_args("origin"))
     async with pinned_http(manager.fingerprint) as http:
         await wait_nodes(http, manager.url, 2)
-        pub = await Publisher(None, "hls", source=testsrc(320, 180, 15, audio=False), codec="h264",
+        pub = await Publisher(None, "hls", source=sources.testsrc(320, 180, 15, audio=False), codec="h264",
                               manager=manager.url, manager_fingerprint=manager.fingerprint).start()
         player = None
         try:
