@@ -32,10 +32,13 @@ class Manager:
         self.proxy = NodeProxy(self.registry, self.metrics,
                                ProxySettings(config.node_connect_timeout, config.node_answer_timeout))
         self.feed = ClusterFeed(self.registry)
-        self.links = HeartbeatLinks(
-            lambda node_id: self.registry.mark_suspect(node_id, "heartbeat connection closed"))
+        self.links = HeartbeatLinks(self._heartbeat_connection_closed)
         self.draining = False
         self.started_at = time.time()
+
+    def _heartbeat_connection_closed(self, node_id: str) -> None:
+        if not self.draining:  # our own shutdown closes every connection: no verdict
+            self.registry.mark_suspect(node_id, "heartbeat connection closed")
 
     async def _check(self, record) -> bool:
         return await self.proxy.check(record)
