@@ -55,6 +55,7 @@ class Attempt:
         self.first_media_at: float | None = None
         self.last_media_at: float | None = None
         self.tries = 0  # passes over the URL list it took to get this attempt going
+        self.node: str | None = None  # the node id, when the URL source names it
         self._fault: asyncio.Future[FaultRecord] = asyncio.get_running_loop().create_future()
         self._media = asyncio.Event()
         self._watchdogs: list[Watchdog] = []
