@@ -77,7 +77,7 @@ class ClockedPatternTrack(TestPatternVideoTrack):
     tracks) goes on with the counter where its old one was, so a viewer's counter has
     a hole exactly where frames were lost."""
 
-    def __init__(self, epoch: float, width: int = 320, height: int = 180, fps: float = 30) -> None:
+    def __init__(self, epoch: float, width: int = 512, height: int = 64, fps: float = 30) -> None:
         super().__init__(width, height, fps)
         self.epoch = epoch
         self._last = -1
@@ -111,6 +111,20 @@ class FrameLog:
 
     def mark(self) -> int:
         return len(self.counters)
+
+    def fps(self, start: int = 0) -> float:
+        """Decoded frames per second since `start` (0 with fewer than two frames)."""
+        window = self.counters[start:]
+        if len(window) < 2:
+            return 0.0
+        return (len(window) - 1) / max(1e-6, window[-1][0] - window[0][0])
+
+    def steps(self, start: int = 0, since: float = 0.0) -> list[tuple[float, int, int]]:
+        """(time after `since`, counter before, counter after) where a counter is not
+        its predecessor + 1 (a hole, or the old and the new session interleaved)."""
+        window = self.counters[start:]
+        return [(round(t - since, 3), p, c) for (t, c), (_, p) in zip(window[1:], window)
+                if c != (p + 1) % COUNTER_WRAP]
 
     def missing(self, start: int = 0, end: int | None = None) -> list[int]:
         """Counter values between the first and the last frame of the window that no

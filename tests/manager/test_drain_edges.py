@@ -72,8 +72,10 @@ async def test_viewers_leave_a_draining_edge_without_a_missing_frame(start_node)
                 report = next(e.report for e in events[i] if e.kind == "restored")
                 gap = logs[i].largest_gap(marks[i])
                 print(f"viewer {i}: restore {report.restore_ms} ms, gap_ms {report.gap_ms}, "
-                      f"largest counter gap {gap} frames, missing {logs[i].missing(marks[i])}")
+                      f"largest counter gap {gap} frames, missing {logs[i].missing(marks[i])}, "
+                      f"{logs[i].fps(marks[i]):.1f} fps, steps {logs[i].steps(marks[i], sigterm_at)}")
                 assert report.fault == "node_draining"
+                assert logs[i].fps(marks[i]) > 20
                 assert gap == 0, logs[i].missing(marks[i])
             # the edge exits once its viewers are gone (well before its drain deadline)
             victim.proc.wait(8)
