@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import av
 
-from cluster_helpers import NODE_TOKEN, free_port
+from cluster_helpers import NODE_TOKEN, ManagerProcess, free_port
 from unbroken.client.testsrc import TestPatternVideoTrack
 
 START_TIMEOUT_S = 15.0
@@ -21,14 +21,11 @@ COUNTER_WRAP = 65536
 
 
 @dataclass
-class HttpManager:
+class HttpManager(ManagerProcess):
     """A real `unbroken manager` process serving plain HTTP (what a test's SDK clients
     use without certificate pinning); `restart()` starts it again on the same port."""
 
     port: int = field(default_factory=free_port)
-    args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen | None = None
-    log_path: str = ""
 
     @property
     def url(self) -> str:
@@ -49,26 +46,29 @@ class HttpManager:
             time.sleep(0.05)
         raise RuntimeError(f"manager did not start: {self.log()}")
 
-    def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-6000:]
-        except OSError:
-            return ""
-
     def node_args(self, role: str, *extra: str) -> list[str]:
         return ["--manager", self.url, "--role", role, "--node-token", NODE_TOKEN, *extra]
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
     def restart(self) -> "HttpManager":
         self.kill()
         with open(self.log_path, "w"):
             pass  # a fresh log: start() looks for its own "listening on"
         return self.start()
+
+
+async def start_viewers(url: str, count: int, **options) -> tuple[list, list[FrameLog], list[list]]:
+    """`count` decoding SDK Subscribers of "cam" at `url`, each with its frame log and
+    its event list."""
+    from unbroken.client import Subscriber
+    from unbroken.client.options import RestoreOptions
+
+    logs = [FrameLog() for _ in range(count)]
+    events: list[list] = [[] for _ in range(count)]
+    viewers = []
+    for log, seen in zip(logs, events):
+        viewers.append(await Subscriber(url, "cam", on_frame=log, on_event=seen.append,
+                                        options=RestoreOptions(**options)).start())
+    return viewers, logs, events
 
 
 class ClockedPatternTrack(TestPatternVideoTrack):

@@ -8,10 +8,10 @@ import asyncio
 import time
 
 import pytest
-from drain_cluster import FrameLog, HttpManager, clocked_source, until
+from drain_cluster import HttpManager, clocked_source, start_viewers, until
 
 from cluster_helpers import wait_nodes
-from unbroken.client import Publisher, Subscriber
+from unbroken.client import Publisher
 from unbroken.client.options import RestoreOptions
 from unbroken.manager.paths import split_segment
 from unbroken.protocol.whip_whep import Resource
@@ -47,14 +47,9 @@ async def test_viewers_leave_a_draining_edge_without_a_missing_frame(start_node)
         epoch = time.monotonic()
         publisher = await Publisher(manager.url, "cam", source=clocked_source(epoch), codec="vp8",
                                     options=RestoreOptions(**OPTIONS)).start()
-        logs = [FrameLog() for _ in range(VIEWERS)]
-        events: list[list] = [[] for _ in range(VIEWERS)]
-        viewers = []
+        viewers: list = []
         try:
-            for log, seen in zip(logs, events):
-                viewers.append(await Subscriber(manager.url, "cam", on_frame=log,
-                                                on_event=seen.append,
-                                                options=RestoreOptions(**OPTIONS)).start())
+            viewers, logs, events = await start_viewers(manager.url, VIEWERS, **OPTIONS)
             await asyncio.sleep(2)
             on = [node_of(v) for v in viewers]
             assert all(n.startswith("edge-") for n in on), on
