@@ -58,6 +58,7 @@ class Attempt:
         self.node: str | None = None  # the node id, when the URL source names it
         self._fault: asyncio.Future[FaultRecord] = asyncio.get_running_loop().create_future()
         self._media = asyncio.Event()
+        self.ended = asyncio.Event()  # its connection failed or was closed (by either end)
         self._watchdogs: list[Watchdog] = []
         self._tasks: list[asyncio.Task] = []
 
@@ -107,6 +108,8 @@ class Attempt:
 
     def connection_changed(self, state: str) -> None:
         """A peer connection's state: failed or closed is the attempt's fault."""
+        if state in ("failed", "closed"):
+            self.ended.set()
         if state == "failed":
             self.report_fault(Fault.CONNECTION_FAILED, self.last_media_at)
         elif state == "closed":

@@ -109,6 +109,8 @@ class Publisher(RestoringClient):
     role = "publisher"
     kind = Kind.PUBLISH
     live_state = PUBLISHING
+    # the draining node keeps our old session while its viewers (edges) move on
+    drain_hold_s = 10.0
     stopped_state = UNPUBLISHED
 
     def __init__(self, urls, stream: str, source: TrackFactory | None = None,

@@ -46,6 +46,10 @@ class RestoringClient:
     role = ""  # "publisher" | "subscriber"
     kind = Kind.PUBLISH  # what its sessions do with the stream
     live_state = ""  # PUBLISHING | PLAYING
+    # on a drain notice, how long the old session may stay after the new one's first
+    # frame, until the node ends it (a publisher: the draining node keeps it while
+    # anyone there still plays the stream); 0 = closed at the new one's first frame
+    drain_hold_s = 0.0
     stopped_state = ""  # UNPUBLISHED | STOPPED
 
     def __init__(self, urls: str | list[str] | None, stream: str, token: str | None = None,
@@ -82,6 +86,7 @@ class RestoringClient:
         self._supervisor: asyncio.Task | None = None
         self._network: NetworkWatcher | None = None
         self._closing: set[asyncio.Task] = set()
+        self._holding: set[asyncio.Task] = set()  # drained sessions their node still uses
         self.done = asyncio.Event()  # set when stopped or given up
 
     # public -------------------------------------------------------------------------
@@ -123,7 +128,9 @@ class RestoringClient:
             await self._network.stop()
         if self.attempt:
             await self.attempt.close()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        for task in self._holding:
+            task.cancel()
+        await asyncio.gather(*self._closing, *self._holding, return_exceptions=True)
         if self._own_source is not None:
             await self._own_source.close()
         self.emit(ClientEvent("stream", self.stopped_state, reason="stopped by user",
@@ -152,6 +159,25 @@ class RestoringClient:
                 self.on_event(event)
             except Exception:
                 log.exception("on_event callback failed")
+
+    def _retire_drained(self, attempt: Attempt) -> None:
+        """Close the session a drain notice replaced: at once, or once its node ends it
+        (at most `drain_hold_s` from now)."""
+        if self.drain_hold_s <= 0 or self.stopping:
+            self.close_in_background(attempt)
+            return
+
+        async def hold() -> None:
+            try:
+                await asyncio.wait_for(attempt.ended.wait(), self.drain_hold_s)
+            except asyncio.TimeoutError:
+                pass
+            finally:  # a manual stop cancels the hold: close now
+                await attempt.close()
+
+        task = asyncio.create_task(hold())
+        self._holding.add(task)
+        task.add_done_callback(self._holding.discard)
 
     def close_in_background(self, attempt: Attempt) -> None:
         """Close `attempt` without waiting: a dead node can make a goodbye slow, and that
@@ -207,7 +233,7 @@ class RestoringClient:
                 new = await self._connect(fault, attempt.url)
             finally:
                 if keep_old:
-                    self.close_in_background(attempt)
+                    self._retire_drained(attempt)
             if new is None:
                 self.emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
                 self.emit(ClientEvent("gave_up", FAILED,
