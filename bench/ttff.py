@@ -58,17 +58,17 @@ class TimedViewer(WhepViewer):
         self.connected_at: float | None = None
         self.first_packet_at: float | None = None
 
-    def _rtp_counter(self, kind: str, receiver):
-        counter = super()._rtp_counter(kind, receiver)
+    def _rtp_counter(self, kind: str):
+        counter = super()._rtp_counter(kind)
         if kind != "video":
             return counter
 
-        async def handle_rtp_packet(packet, arrival_time_ms: int) -> None:
+        def count(packet) -> None:
             if self.first_packet_at is None:
                 self.first_packet_at = time.monotonic()
-            await counter(packet, arrival_time_ms)
+            counter(packet)
 
-        return handle_rtp_packet
+        return count
 
     async def _post_offer(self, offer_sdp: str) -> tuple[str, str]:
         answer = await super()._post_offer(offer_sdp)

@@ -27,6 +27,27 @@ def missing_fixture():
     return missing
 
 
+@pytest.fixture
+def netns(missing):
+    """Factory of network namespaces (`netns(tag)` -> netns_helpers.Netns, created), each
+    removed at teardown with the processes in it, also when the test failed."""
+    import netns_helpers as nh
+
+    reason = nh.unavailable()
+    if reason:
+        missing(f"network namespaces unavailable: {reason}")
+    made: list = []
+
+    def make(tag: str = "t"):
+        ns = nh.Netns(tag)
+        made.append(ns)
+        return ns.create()
+
+    yield make
+    for ns in made:
+        ns.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,7 +26,7 @@ from unbroken.manager.config import ManagerConfig
 from unbroken.manager.providers import LocalProvider
 from unbroken.manager.server import start
 from unbroken.manager.service import MANAGER
-from unbroken.manager.tls import client_context
+from unbroken.httpkit.tls import client_context
 
 __all__ = ["up_cluster"]
 

@@ -31,32 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import netns_helpers as nh  # noqa: E402
 
 from test_restore_chromium import (  # noqa: E402,F401  (site is a fixture)
-    pair, playing, site, stream_name, wait_event, wait_js,
+    pair, playing, site, stream_name, wait_event,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
 SILENT_FAULTS = {"missing_pings", "media_silence"}
 SILENT_RESTORE_LIMIT_MS = 3000  # from the cut to `restored` (the benchmark has the figures)
-
-
-@pytest.fixture
-def netns(missing):
-    """Factory of namespaces, each removed at teardown (processes in it killed), also when
-    the test failed."""
-    reason = nh.unavailable()
-    if reason:
-        missing(f"network namespaces unavailable: {reason}")
-    made: list[nh.Netns] = []
-
-    def make(tag: str = "b") -> nh.Netns:
-        ns = nh.Netns(tag)
-        made.append(ns)
-        return ns.create()
-
-    yield make
-    for ns in made:
-        ns.close()
 
 
 def summary(report: dict, t0_ms: float) -> dict:

@@ -41,24 +41,6 @@ DETECT_LIMIT = 1.3  # s from the path going silent to FAILED ("about a second")
 
 
 @pytest.fixture
-def netns(missing):
-    """Factory of namespaces, every one removed at teardown (also when the test failed)."""
-    reason = nh.unavailable()
-    if reason:
-        missing(f"network namespaces unavailable: {reason}")
-    made: list[nh.Netns] = []
-
-    def make(tag: str = "t") -> nh.Netns:
-        ns = nh.Netns(tag)
-        made.append(ns)
-        return ns.create()
-
-    yield make
-    for ns in made:
-        ns.close()
-
-
-@pytest.fixture
 async def clients():
     """CLI clients started by a test; stopped (SIGTERM, then SIGKILL) at teardown."""
     started: list[nh.CliClient] = []

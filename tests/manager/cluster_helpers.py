@@ -28,10 +28,12 @@ def free_port() -> int:
 
 @dataclass
 class ManagerProcess:
-    """A real `unbroken manager` process with a self-signed certificate."""
+    """A real `unbroken manager` process with a self-signed certificate, or the one in
+    `tls` (["--tls-cert", FILE, "--tls-key", FILE]; set `fingerprint` yourself then)."""
 
     port: int
     args: list[str] = field(default_factory=list)
+    tls: list[str] = field(default_factory=lambda: ["--tls-self-signed"])
     proc: subprocess.Popen | None = None
     fingerprint: str = ""
     log_path: str = ""
@@ -43,7 +45,7 @@ class ManagerProcess:
     def start(self) -> "ManagerProcess":
         self.log_path = f"/tmp/unbroken-manager-{self.port}.log"
         cmd = [sys.executable, "-m", "unbroken", "manager", "--host", "127.0.0.1", "--port", str(self.port),
-               "--node-token", NODE_TOKEN, "--tls-self-signed", *self.args]
+               "--node-token", NODE_TOKEN, *self.tls, *self.args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -51,8 +53,8 @@ class ManagerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"manager exited: {self.log()}")
             found = _FINGERPRINT.search(self.log())
-            if found and "listening on" in self.log():
-                self.fingerprint = found.group(1)
+            if (found or self.fingerprint) and "listening on" in self.log():
+                self.fingerprint = found.group(1) if found else self.fingerprint
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"manager did not start: {self.log()}")

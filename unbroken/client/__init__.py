@@ -6,12 +6,13 @@ WHIP/WHEP or the session channel); attempts wrap one transport session and repor
 first fault (``attempt``, ``publisher.PublishAttempt``, ``play_attempts``,
 ``transport_switch``) with the ``watchdogs`` and ``network`` watcher; the restore loop
 (``restorer``) asks a ``RestorePolicy`` (``policy``) when and where to try next and a
-``UrlSource`` (``urls``) for the URL to connect to; ``Publisher`` and ``Subscriber`` sit
+``UrlSource`` (``urls``; ``manager_routes`` asks a stream manager) for the URL to connect to; ``Publisher`` and ``Subscriber`` sit
 on top.
 """
 
 from .events import ClientEvent, RestoreReport
 from .hls import HlsPlayer
+from .manager_routes import ManagerRoutes, NoRoute, Route
 from .options import RestoreOptions
 from .policy import DefaultRestorePolicy, NextTry, RestoreContext, RestorePolicy
 from .publisher import Publisher
@@ -27,12 +28,15 @@ __all__ = [
     "DefaultRestorePolicy",
     "HlsPlayer",
     "ListedUrls",
+    "ManagerRoutes",
     "NextTry",
+    "NoRoute",
     "Publisher",
     "RestoreContext",
     "RestoreOptions",
     "RestorePolicy",
     "RestoreReport",
+    "Route",
     "SessionClient",
     "Subscriber",
     "TrackFactory",

@@ -55,8 +55,10 @@ class Attempt:
         self.first_media_at: float | None = None
         self.last_media_at: float | None = None
         self.tries = 0  # passes over the URL list it took to get this attempt going
+        self.node: str | None = None  # the node id, when the URL source names it
         self._fault: asyncio.Future[FaultRecord] = asyncio.get_running_loop().create_future()
         self._media = asyncio.Event()
+        self.ended = asyncio.Event()  # its connection failed or was closed (by either end)
         self._watchdogs: list[Watchdog] = []
         self._tasks: list[asyncio.Task] = []
 
@@ -106,6 +108,8 @@ class Attempt:
 
     def connection_changed(self, state: str) -> None:
         """A peer connection's state: failed or closed is the attempt's fault."""
+        if state in ("failed", "closed"):
+            self.ended.set()
         if state == "failed":
             self.report_fault(Fault.CONNECTION_FAILED, self.last_media_at)
         elif state == "closed":

@@ -24,6 +24,15 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     d = RestoreOptions()
     g = p.add_argument_group("restore (seed 004 knobs)")
     g.add_argument("--token", help="Bearer token")
+    m = p.add_argument_group("stream manager")
+    m.add_argument("--manager", metavar="URL[,URL]",
+                   help="ask these stream managers for a route on every try (failover "
+                        "across the list); URL may then be left out")
+    trust = m.add_mutually_exclusive_group()
+    trust.add_argument("--manager-fingerprint", metavar="FP",
+                       help="trust the manager's (self-signed) certificate by its SHA-256 "
+                            "fingerprint")
+    trust.add_argument("--manager-ca", metavar="FILE", help="trust this CA file for the manager")
     g.add_argument("--signaling", choices=["http", "session"], default="http",
                    help="WHIP/WHEP over HTTP with server-sent events, or the session "
                         "channel (/ws) with server pings (default http)")
@@ -46,7 +55,7 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
 
 def add_publish_parser(sub) -> None:
     p = sub.add_parser("publish", help="publish a stream with auto-restore (WHIP)")
-    p.add_argument("url", help="node URL, or a comma-separated failover list")
+    p.add_argument("url", nargs="?", help="node URL, or a comma-separated failover list")
     p.add_argument("stream")
     p.add_argument("--source", default="testsrc", help="testsrc or a media file path")
     p.add_argument("--codec", choices=["h264", "vp8"], default="h264")
@@ -62,7 +71,7 @@ def add_publish_parser(sub) -> None:
 
 def add_play_parser(sub) -> None:
     p = sub.add_parser("play", help="play a stream with auto-restore (WHEP)")
-    p.add_argument("url", help="node URL, or a comma-separated failover list")
+    p.add_argument("url", nargs="?", help="node URL, or a comma-separated failover list")
     p.add_argument("stream")
     d = RestoreOptions()
     p.add_argument("--media-silence-ms", type=int, default=d.media_silence_ms,
@@ -107,7 +116,12 @@ async def run(args) -> int:
     except ValueError as exc:
         print(f"unbroken {args.command}: {exc}", file=sys.stderr)
         return 2
+    if not args.url and not args.manager:
+        print(f"unbroken {args.command}: give a URL or --manager", file=sys.stderr)
+        return 2
     tty = sys.stdout.isatty() and not args.json
+    routing = {"manager": args.manager, "manager_fingerprint": args.manager_fingerprint,
+               "manager_ca": args.manager_ca}
 
     def on_event(event: ClientEvent) -> None:
         if args.json:
@@ -119,11 +133,11 @@ async def run(args) -> int:
     if args.command == "publish":
         client = Publisher(args.url, args.stream, source=from_spec(args.source),
                            codec=args.codec, token=args.token, options=options,
-                           signaling=args.signaling, on_event=on_event)
+                           signaling=args.signaling, on_event=on_event, **routing)
     else:
         client = Subscriber(args.url, args.stream, decode=not args.no_decode,
                             record=args.record, token=args.token, options=options,
-                            signaling=args.signaling, on_event=on_event)
+                            signaling=args.signaling, on_event=on_event, **routing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -164,6 +178,6 @@ async def _status_line(client) -> None:
     while True:
         s = client.stats()
         fields = [s.get("state"), s.get("codec") or "", f"{s.get('fps', 0):.0f}fps"
-                  if "fps" in s else "", f"restores={s.get('restores')}", s.get("url") or ""]
+                  if "fps" in s else "", f"restores={s.get('restores')}", s.get("node") or s.get("url") or ""]
         print("\r\033[K" + "  ".join(str(f) for f in fields if f), end="", flush=True)
         await asyncio.sleep(STATUS_INTERVAL)

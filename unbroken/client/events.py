@@ -16,7 +16,9 @@ PUBLISHING, UNPUBLISHED, PLAYING, STOPPED = (StreamState.PUBLISHING, StreamState
 @dataclass
 class RestoreReport:
     """One restore: what broke, how long finding it took, how long coming back took,
-    and the media gap seen end to end (last media before the fault → first after)."""
+    and the media gap seen end to end (last media before the fault → first after).
+    ``node``: the node id of the new session, when the URL source knows it (a stream
+    manager's route names it)."""
 
     fault: str
     detect_ms: float
@@ -25,6 +27,7 @@ class RestoreReport:
     tries: int
     url: str
     codec: str | None = None
+    node: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import ssl as ssl_module
 import time
 from collections import deque
 from collections.abc import Callable
@@ -162,14 +163,16 @@ def parse_playlist(text: str) -> MediaPlaylist:
 class HlsPlayer:
     """Plays one stream's HLS playlist: follows the live edge (segments, or LL-HLS parts
     by blocking reloads), decodes, and keeps the same counters as ``WhepViewer``;
-    ``on_end()`` when the playlist ends, ``on_error(exc)`` when requests keep failing."""
+    ``on_end()`` when the playlist ends, ``on_error(exc)`` when requests keep failing.
+    ``ssl``: an SSL context for an HTTPS base (e.g. ``unbroken.httpkit.tls.client_context``
+    pinning a stream manager's self-signed certificate); the system's CAs without it."""
 
     def __init__(self, url_base: str, stream: str, token: str | None = None, *,
                  decode: bool = True, low_latency: bool = True,
                  on_frame: Callable[[av.VideoFrame, int | None], None] | None = None,
                  on_end: Callable[[], None] | None = None,
                  on_error: Callable[[Exception], None] | None = None,
-                 http_timeout: float = 5.0) -> None:
+                 http_timeout: float = 5.0, ssl: ssl_module.SSLContext | None = None) -> None:
         self.url_base = url_base.rstrip("/")
         self.stream = stream
         self.url = f"{self.url_base}/hls/{stream}/index.m3u8"
@@ -180,6 +183,7 @@ class HlsPlayer:
         self.on_end = on_end
         self.on_error = on_error
         self.http_timeout = http_timeout
+        self.ssl = ssl
         self.codec = "video/H264"
         self.frames = 0
         self.audio_frames = 0
@@ -208,7 +212,8 @@ class HlsPlayer:
     async def start(self) -> "HlsPlayer":
         self.started_at = time.monotonic()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = aiohttp.ClientSession(headers=headers)
+        self._http = aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(ssl=self.ssl or True))
         try:
             self.playlist = await self._fetch_playlist()
         except BaseException:

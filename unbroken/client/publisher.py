@@ -103,11 +103,14 @@ class Publisher(RestoringClient):
     """Publishes `source` (a TrackFactory, see sources.py) to `stream` on the first URL
     that takes it, and restores publishing by itself after faults. `signaling`:
     "http" (WHIP) or "session" (the session channel). `policy` (a RestorePolicy) and
-    `url_source` (a UrlSource) replace where and when restores try."""
+    `url_source` (a UrlSource) replace where and when restores try; `manager` asks stream
+    managers for a route on every try (see RestoringClient)."""
 
     role = "publisher"
     kind = Kind.PUBLISH
     live_state = PUBLISHING
+    # the draining node keeps our old session while its viewers (edges) move on
+    drain_hold_s = 10.0
     stopped_state = UNPUBLISHED
 
     def __init__(self, urls, stream: str, source: TrackFactory | None = None,
@@ -138,7 +141,7 @@ class Publisher(RestoringClient):
 
     def stats(self) -> dict:
         attempt = self.attempt
-        return {"state": self.state, "url": self.url, "codec": self.codec,
+        return {"state": self.state, "url": self.url, "node": self.node, "codec": self.codec,
                 "restores": len(self.restores),
                 "connection": attempt.session.connection_state
                 if isinstance(attempt, PublishAttempt) and attempt.session else "new"}

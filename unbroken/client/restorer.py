@@ -21,6 +21,7 @@ from .attempt import Attempt, FaultRecord
 from .events import DISCONNECTED, ESTABLISHED, FAILED, ClientEvent, RestoreReport
 from .network import NetworkWatcher
 from .options import RestoreOptions
+from .manager_routes import ManagerRoutes, split_managers
 from .policy import DefaultRestorePolicy, RestoreContext, RestorePolicy
 from .urls import ListedUrls, UrlSource
 
@@ -35,20 +36,39 @@ MEDIA_POLL_GAP_S = 0.1
 
 class RestoringClient:
     """Base of Publisher and Subscriber: owns the current attempt, the restore loop (its
-    policy and URL source), the events it reports, and the manual stop."""
+    policy and URL source), the events it reports, and the manual stop.
+
+    ``manager`` (a URL, a comma-separated list or a list of stream managers) asks the
+    managers for a route on every try (``ManagerRoutes``, trusting a self-signed manager
+    by ``manager_fingerprint`` or ``manager_ca``); ``urls`` may then be None (the
+    policy's passes go over the manager list)."""
 
     role = ""  # "publisher" | "subscriber"
     kind = Kind.PUBLISH  # what its sessions do with the stream
     live_state = ""  # PUBLISHING | PLAYING
+    # on a drain notice, how long the old session may stay after the new one's first
+    # frame, until the node ends it (a publisher: the draining node keeps it while
+    # anyone there still plays the stream); 0 = closed at the new one's first frame
+    drain_hold_s = 0.0
     stopped_state = ""  # UNPUBLISHED | STOPPED
 
-    def __init__(self, urls: str | list[str], stream: str, token: str | None = None,
+    def __init__(self, urls: str | list[str] | None, stream: str, token: str | None = None,
                  options: RestoreOptions | None = None,
                  on_event: Callable[[ClientEvent], None] | None = None,
                  policy: RestorePolicy | None = None,
-                 url_source: UrlSource | None = None) -> None:
+                 url_source: UrlSource | None = None,
+                 manager: str | list[str] | None = None,
+                 manager_fingerprint: str | None = None,
+                 manager_ca: str | None = None) -> None:
+        self._own_source: ManagerRoutes | None = None
+        if manager is not None:
+            if url_source is not None:
+                raise ValueError("give manager= or url_source=, not both")
+            url_source = self._own_source = ManagerRoutes(
+                manager, token=token, fingerprint=manager_fingerprint, ca_file=manager_ca)
+            urls = urls or split_managers(manager)
         self.urls = [u.strip().rstrip("/") for u in
-                     (urls.split(",") if isinstance(urls, str) else urls) if u.strip()]
+                     (urls.split(",") if isinstance(urls, str) else urls or []) if u.strip()]
         if not self.urls:
             raise ValueError("at least one URL is needed")
         self.stream = stream
@@ -66,6 +86,7 @@ class RestoringClient:
         self._supervisor: asyncio.Task | None = None
         self._network: NetworkWatcher | None = None
         self._closing: set[asyncio.Task] = set()
+        self._holding: set[asyncio.Task] = set()  # drained sessions their node still uses
         self.done = asyncio.Event()  # set when stopped or given up
 
     # public -------------------------------------------------------------------------
@@ -73,12 +94,19 @@ class RestoringClient:
     def url(self) -> str | None:
         return self.attempt.url if self.attempt else None
 
+    @property
+    def node(self) -> str | None:
+        """The node id of the current session, when the URL source knows it."""
+        return self.attempt.node if self.attempt else None
+
     async def start(self) -> "RestoringClient":
         """Connect (trying the URL list as the policy says); raises if all tries fail."""
         attempt = await self._connect(fault=None, last_url=None)
         if attempt is None:
             self.emit(ClientEvent("gave_up", FAILED, reason="could not connect",
                                   url=self.urls[0]))
+            if self._own_source is not None:
+                await self._own_source.close()
             self.done.set()
             raise ConnectionError(f"{self.role}: could not connect to {self.urls}")
         self._established(attempt)
@@ -100,7 +128,11 @@ class RestoringClient:
             await self._network.stop()
         if self.attempt:
             await self.attempt.close()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        for task in self._holding:
+            task.cancel()
+        await asyncio.gather(*self._closing, *self._holding, return_exceptions=True)
+        if self._own_source is not None:
+            await self._own_source.close()
         self.emit(ClientEvent("stream", self.stopped_state, reason="stopped by user",
                               url=self.url))
         self.emit(ClientEvent("session", DISCONNECTED, reason="stopped by user", url=self.url))
@@ -127,6 +159,25 @@ class RestoringClient:
                 self.on_event(event)
             except Exception:
                 log.exception("on_event callback failed")
+
+    def _retire_drained(self, attempt: Attempt) -> None:
+        """Close the session a drain notice replaced: at once, or once its node ends it
+        (at most `drain_hold_s` from now)."""
+        if self.drain_hold_s <= 0 or self.stopping:
+            self.close_in_background(attempt)
+            return
+
+        async def hold() -> None:
+            try:
+                await asyncio.wait_for(attempt.ended.wait(), self.drain_hold_s)
+            except asyncio.TimeoutError:
+                pass
+            finally:  # a manual stop cancels the hold: close now
+                await attempt.close()
+
+        task = asyncio.create_task(hold())
+        self._holding.add(task)
+        task.add_done_callback(self._holding.discard)
 
     def close_in_background(self, attempt: Attempt) -> None:
         """Close `attempt` without waiting: a dead node can make a goodbye slow, and that
@@ -182,7 +233,7 @@ class RestoringClient:
                 new = await self._connect(fault, attempt.url)
             finally:
                 if keep_old:
-                    self.close_in_background(attempt)
+                    self._retire_drained(attempt)
             if new is None:
                 self.emit(ClientEvent("session", FAILED, reason=fault.name, url=attempt.url))
                 self.emit(ClientEvent("gave_up", FAILED,
@@ -198,11 +249,15 @@ class RestoringClient:
                 gap_ms=0.0 if keep_old and attempt.last_media_at and attempt.last_media_at >= (
                     new.first_media_at - MEDIA_POLL_GAP_S) else round(
                     (new.first_media_at - (fault.last_media_at or fault.last_good_at)) * 1000, 1),
-                tries=new.tries, url=new.url, **self._report_extra())
+                tries=new.tries, url=new.url, node=new.node, **self._report_extra())
             self.restores.append(report)
             self.state = self.live_state
             self.emit(ClientEvent("restored", self.live_state, reason=fault.name,
                                   url=new.url, report=report))
+
+    def _node_of(self, url: str) -> str | None:
+        node_of = getattr(self.url_source, "node_of", None)  # optional in a UrlSource
+        return node_of(url) if callable(node_of) else None
 
     async def _connect(self, fault: FaultRecord | None, last_url: str | None
                        ) -> Attempt | None:
@@ -216,18 +271,23 @@ class RestoringClient:
                 return None
             if plan.delay:
                 await asyncio.sleep(plan.delay)
-            url = await self.url_source.next_url(self.stream, self.kind, plan)
-            attempt = self._new_attempt(url)
+            attempt: Attempt | None = None
+            url = plan.url
             try:
+                url = await self.url_source.next_url(self.stream, self.kind, plan)
+                attempt = self._new_attempt(url)
+                attempt.node = self._node_of(url)
                 await asyncio.wait_for(attempt.open(), self.options.connect_timeout_s)
                 await attempt.wait_media(self.options.connect_timeout_s)
             except asyncio.CancelledError:
-                self.close_in_background(attempt)
+                if attempt is not None:
+                    self.close_in_background(attempt)
                 raise
-            except Exception as exc:  # refused, unreachable, timed out: next try
+            except Exception as exc:  # no route, refused, unreachable, timed out: next try
                 log.info(f"{self.role} attempt failed",
                          extra={"url": url, "error": repr(exc)[:200], "try": plan.round})
-                self.close_in_background(attempt)
+                if attempt is not None:
+                    self.close_in_background(attempt)
                 failed += 1
                 continue
             attempt.tries = plan.round

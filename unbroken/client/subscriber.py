@@ -32,7 +32,8 @@ class Subscriber(RestoringClient):
     `on_frame(frame, counter)` gets every decoded video frame (CV pipelines);
     `record="out.ts"` (or .webm, .mkv) writes the encoded frames as received,
     without re-encoding, across restores. `policy` (a RestorePolicy) and `url_source`
-    (a UrlSource) replace where and when restores try.
+    (a UrlSource) replace where and when restores try; `manager` asks stream managers for
+    a route on every try (see RestoringClient).
     """
 
     role = "subscriber"
@@ -117,7 +118,8 @@ class Subscriber(RestoringClient):
 
     def stats(self) -> dict:
         viewer = self.viewer
-        base = {"state": self.state, "url": self.url, "transport": self.transport,
+        base = {"state": self.state, "url": self.url, "node": self.node,
+                "transport": self.transport,
                 "restores": len(self.restores)}
         if viewer is not None:
             base.update(viewer.stats())

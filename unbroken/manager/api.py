@@ -49,6 +49,8 @@ async def put_node(request: web.Request) -> web.Response:
     if record.node_id != request.match_info["node_id"]:
         raise HttpError(400, "bad_record", "node_id differs from the path")
     store = "ok"
+    if request.protocol is not None:
+        manager.links.note(request.protocol, record.node_id)
     try:
         view = await manager.registry.heartbeat(record)
     except (InvalidTransition, StaleRecord) as e:
@@ -64,6 +66,7 @@ async def delete_node(request: web.Request) -> web.Response:
     """DELETE /api/v1/nodes/{node_id}: the node leaves (its claims released)."""
     manager = _manager(request)
     check_bearer(request, manager.config.node_token)
+    manager.links.forget(request.match_info["node_id"])
     try:
         await manager.registry.leave(request.match_info["node_id"])
     except UnknownNode:

@@ -60,6 +60,7 @@ async def start(config: ManagerConfig) -> RunningManager:
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    app[MANAGER].links.watch(runner.server)  # a closed heartbeat connection: check at once
     site = web.TCPSite(runner, config.host, config.port, ssl_context=context, reuse_address=True)
     await site.start()
     local = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host

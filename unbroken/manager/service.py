@@ -10,6 +10,7 @@ from .config import ManagerConfig
 from .feed import ClusterFeed
 from .metrics import ManagerMetrics
 from .proxy import NodeProxy, ProxySettings
+from .heartbeat_links import HeartbeatLinks
 from .registry import Registry
 from .routing import RouteAnswer, Router, RouteKind
 from .store import ClusterStore, open_store
@@ -31,6 +32,7 @@ class Manager:
         self.proxy = NodeProxy(self.registry, self.metrics,
                                ProxySettings(config.node_connect_timeout, config.node_answer_timeout))
         self.feed = ClusterFeed(self.registry)
+        self.links = HeartbeatLinks(self._heartbeat_connection_closed)
         self.draining = False
         self.started_at = time.time()
         self.autoscaler = None  # the scaling leader's loop, when a provider is configured
@@ -46,6 +48,10 @@ class Manager:
         self.autoscaler, self._prober = build_autoscaler(
             self.config, self.registry, self.metrics.registry, self.feed.record, url, fingerprint, cert_file)
         await self.autoscaler.start()
+
+    def _heartbeat_connection_closed(self, node_id: str) -> None:
+        if not self.draining:  # our own shutdown closes every connection: no verdict
+            self.registry.mark_suspect(node_id, "heartbeat connection closed")
 
     async def _check(self, record) -> bool:
         return await self.proxy.check(record)

@@ -1,9 +1,7 @@
 """TLS for the manager: a self-signed certificate made at start, its SHA-256 fingerprint,
-and SSL contexts — the server's, and a client's that trusts either a CA file or exactly
-one pinned certificate fingerprint (how a node reaches a manager whose certificate is
-self-signed). Verification is never silently off: a pinned context checks the peer's
-certificate against the pin at the end of every handshake and fails the handshake on a
-mismatch.
+and the server's SSL context. The client side (a context that trusts a CA file or exactly
+one pinned fingerprint) lives in `unbroken.httpkit.tls`, where nodes and the SDK find it
+without importing the manager; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,6 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from unbroken.httpkit.tls import (
+    FingerprintMismatch,
+    TlsConfigError,
+    client_context,
+    colon_hex,
+    parse_fingerprint,
+)
+
 __all__ = [
     "FingerprintMismatch",
     "SelfSignedCertificate",
@@ -33,14 +39,6 @@ __all__ = [
 ]
 
 DEFAULT_VALID_DAYS = 365
-
-
-class TlsConfigError(ValueError):
-    """A TLS option is unusable (a malformed fingerprint, both a CA file and a pin...)."""
-
-
-class FingerprintMismatch(ssl.SSLCertVerificationError):
-    """The peer's certificate is not the pinned one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +130,6 @@ def create_self_signed(
     )
 
 
-def _colon_hex(digest: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in digest)
-
-
 def fingerprint_sha256(cert: x509.Certificate | bytes) -> str:
     """SHA-256 of the certificate's DER form in colon hex ("AB:CD:..."); `cert` is a
     certificate object, PEM bytes or DER bytes."""
@@ -145,23 +139,7 @@ def fingerprint_sha256(cert: x509.Certificate | bytes) -> str:
         der = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
     else:
         der = cert
-    return _colon_hex(hashlib.sha256(der).digest())
-
-
-def parse_fingerprint(text: str) -> bytes:
-    """The 32 bytes of a SHA-256 fingerprint written in hex, with or without colons,
-    in either case, optionally prefixed "sha256:"; TlsConfigError otherwise."""
-    digits = text.strip()
-    if digits.lower().startswith("sha256:"):
-        digits = digits[len("sha256:") :]
-    digits = digits.replace(":", "")
-    try:
-        digest = bytes.fromhex(digits)
-    except ValueError:
-        raise TlsConfigError(f"not a hex SHA-256 fingerprint: {text!r}") from None
-    if len(digest) != 32:
-        raise TlsConfigError(f"a SHA-256 fingerprint has 32 bytes, not {len(digest)}: {text!r}")
-    return digest
+    return colon_hex(hashlib.sha256(der).digest())
 
 
 def server_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str]) -> ssl.SSLContext:
@@ -169,60 +147,4 @@ def server_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLik
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-def _check_pin(peer_der: bytes | None, context: ssl.SSLContext) -> None:
-    pinned: bytes = context.pinned_sha256  # type: ignore[attr-defined]
-    if peer_der is None:
-        raise FingerprintMismatch("the peer sent no certificate")
-    actual = hashlib.sha256(peer_der).digest()
-    if actual != pinned:
-        raise FingerprintMismatch(
-            f"certificate fingerprint {_colon_hex(actual)} is not the pinned {_colon_hex(pinned)}"
-        )
-
-
-class _PinnedSSLObject(ssl.SSLObject):
-    """An SSLObject (asyncio's TLS) that checks the pin once the handshake completes."""
-
-    def do_handshake(self) -> None:
-        super().do_handshake()
-        _check_pin(self.getpeercert(binary_form=True), self.context)
-
-
-class _PinnedSSLSocket(ssl.SSLSocket):
-    """An SSLSocket (blocking sockets) that checks the pin once the handshake completes."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        super().do_handshake(block)
-        _check_pin(self.getpeercert(binary_form=True), self.context)
-
-
-class _PinnedContext(ssl.SSLContext):
-    """A client context that trusts exactly one certificate, by its SHA-256 fingerprint:
-    chain and hostname checks are replaced by the pin, which every handshake checks."""
-
-    pinned_sha256: bytes
-
-    sslobject_class = _PinnedSSLObject
-    sslsocket_class = _PinnedSSLSocket
-
-
-def client_context(*, ca_file: str | os.PathLike[str] | None = None, fingerprint: str | None = None) -> ssl.SSLContext:
-    """A client context for reaching a manager: with `fingerprint`, trust exactly that
-    certificate (pinning, for a self-signed one); with `ca_file`, verify the chain and
-    the host name against that CA (or self-signed certificate) file; with neither, the
-    system's CAs. Both at once is a TlsConfigError."""
-    if ca_file is not None and fingerprint is not None:
-        raise TlsConfigError("give a CA file or a fingerprint to pin, not both")
-    if fingerprint is None:
-        context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-    context = _PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.pinned_sha256 = parse_fingerprint(fingerprint)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the pin, checked after every handshake, verifies
     return context

@@ -82,6 +82,24 @@ class Stream:
         self._emit(StreamChange.ACTIVE)
         self._drop_mismatched_codecs()
 
+    def attach_at_keyframe(self, source: Source) -> None:
+        """Make `source` the stream's publisher at its first video keyframe, asked for now;
+        the current source feeds the subscribers until then (make-before-break: no frame
+        lost in the switch). Without a current source or video, at once."""
+        video = source.receivers.get("video")
+        if self.source is None or video is None:
+            self.attach(source)
+            return
+
+        def at_keyframe(packet: ForwardPacket) -> None:
+            if packet.keyframe_start and self.source is not source:
+                self.attach(source)  # sets this receiver's forwarder...
+                if video.on_packet is not None:
+                    video.on_packet(packet)  # ...which takes the keyframe that switched
+
+        video.on_packet = at_keyframe
+        video.request_keyframe()
+
     def _skip_hole(self, kind: str) -> None:
         """The source lost a long run of packets: subscribers continue from its next
         keyframe (audio: next packet) with contiguous sequence numbers."""

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from unbroken.manager.tls import client_context  # a TLS helper, no manager internals
+from unbroken.httpkit.tls import client_context
 from unbroken.protocol.states import Kind
 
 from .config import NodeConfig

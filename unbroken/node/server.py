@@ -25,6 +25,7 @@ async def drain(app: web.Application, timeout: float, redirect: str | None = Non
     state.begin_drain(redirect)
     deadline = time.monotonic() + timeout
     while state.sessions and time.monotonic() < deadline:
+        await state.end_unwatched_publishers()
         await asyncio.sleep(0.05)
 
 

@@ -229,6 +229,14 @@ class NodeState:
             except Exception:
                 log.exception("drain listener failed")
 
+    async def end_unwatched_publishers(self) -> None:
+        """While draining: a publisher whose stream nobody here plays any more (its
+        viewers and the edges pulling it have moved on) has nothing left to feed: end it.
+        Until then it stays, so no viewer of it misses a frame."""
+        for session in list(self.sessions.values()):
+            if session.kind == Kind.PUBLISH and not session.stream.subscriber_ids:
+                await self.end(session, Ending.NODE_SHUTDOWN, "node drained")
+
     def draining_info(self) -> dict:
         """The node_draining fields (with the redirect the drain was given)."""
         return proto.draining_data(redirect=self.redirect, ends_in=self.config.drain_timeout)

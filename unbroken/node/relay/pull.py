@@ -32,6 +32,15 @@ UPSTREAM_WAIT_LIVE_MS = 1000
 KEEPALIVE_MS = 150
 SILENCE = 0.5
 LOCATE_TIMEOUT = 2.0  # s a locator may take to answer
+# a draining upstream: how long the edge looks for the stream elsewhere while the old
+# session still feeds it, how often, and how long the new source may take to send the
+# keyframe it switches at
+HANDOVER_TIMEOUT = 5.0
+HANDOVER_RETRY = 0.1
+SWITCH_TIMEOUT = 1.0
+# how soon after `reconnect` the `node_draining` event that makes it a drain must come
+DRAIN_NOTICE_WAIT = 0.2
+UPSTREAM_DRAINING = "the upstream drains"
 VIEWER_CHECK_INTERVAL = 0.1  # s between two looks at a pulled stream's viewers
 
 
@@ -150,7 +159,8 @@ class Pull:
                     await self._sleep_unless_lingered(retry_delay(self.failures))
                     continue
                 self.failures = 0
-                await self._follow(*attached)
+                while attached is not None:  # a drained upstream hands over to the next
+                    attached = await self._follow(*attached)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -199,12 +209,17 @@ class Pull:
             await asyncio.sleep(VIEWER_CHECK_INTERVAL)
 
     # one attempt ------------------------------------------------------------
-    async def _attempt(self) -> tuple[PullPeer, UpstreamSession] | None:
-        self._set(PullState.CONNECTING)
+    async def _attempt(self, avoid: str | None = None
+                       ) -> tuple[PullPeer, UpstreamSession] | None:
+        """One attempt on every upstream the locator names (but `avoid`, a draining
+        one). With `avoid` the stream is fed meanwhile: the new source takes over at its
+        first keyframe, and the state stays as it is."""
+        if avoid is None:
+            self._set(PullState.CONNECTING)
         self.attempts += 1
         try:
-            upstreams = tuple(await asyncio.wait_for(self.locator.locate(self.name),
-                                                     LOCATE_TIMEOUT))
+            upstreams = tuple(u for u in await asyncio.wait_for(
+                self.locator.locate(self.name), LOCATE_TIMEOUT) if u.url != avoid)
         except asyncio.TimeoutError:
             upstreams = ()
         if not upstreams:
@@ -230,7 +245,10 @@ class Pull:
             return None
         self.peer = peer
         self.upstream = session.upstream
-        self.host.attach_source(stream, source)
+        if avoid is None:
+            self.host.attach_source(stream, source)
+        else:
+            await self._switch(stream, source)
         self.on_outcome("live", 201)
         self._set(PullState.LIVE)
         log.info("pulling", extra={"stream": self.name, "upstream": session.upstream.url})
@@ -255,6 +273,29 @@ class Pull:
         for task in pending:  # upstreams still holding the offer: end what they grant
             self._in_background(self._end_late(task))
         return winner
+
+    async def _switch(self, stream: Stream, source: Source) -> None:
+        """Feed `stream` from `source` from its first keyframe on (at the latest
+        SWITCH_TIMEOUT from now)."""
+        stream.attach_at_keyframe(source)
+        deadline = time.monotonic() + SWITCH_TIMEOUT
+        while stream.source is not source and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if stream.source is not source:
+            self.host.attach_source(stream, source)
+
+    async def _handover(self, peer: PullPeer, session: UpstreamSession
+                        ) -> tuple[PullPeer, UpstreamSession] | None:
+        """The upstream drains: look for the stream on the others while it still feeds
+        ours (make-before-break); the first that has it takes over at a keyframe."""
+        deadline = time.monotonic() + HANDOVER_TIMEOUT
+        while (time.monotonic() < deadline and not peer.closed.is_set()
+               and not self._lingered()):
+            attached = await self._attempt(avoid=session.upstream.url)
+            if attached is not None:
+                return attached
+            await asyncio.sleep(HANDOVER_RETRY)
+        return None
 
     def _outcome(self, task: asyncio.Task) -> UpstreamSession | None:
         exc = task.exception()
@@ -281,8 +322,10 @@ class Pull:
         task.add_done_callback(self._background.discard)
 
     # a live upstream session ------------------------------------------------
-    async def _follow(self, peer: PullPeer, session: UpstreamSession) -> None:
-        """Until the upstream session ends, its path dies, or the linger expires."""
+    async def _follow(self, peer: PullPeer, session: UpstreamSession
+                      ) -> tuple[PullPeer, UpstreamSession] | None:
+        """Until the upstream session ends, its path dies, or the linger expires; a
+        draining upstream hands over to the next one: its session is returned."""
         events = asyncio.create_task(self._read_events(peer, session))
         closed = asyncio.create_task(peer.closed.wait())
         lingered = asyncio.create_task(self._until_lingered())
@@ -300,6 +343,16 @@ class Pull:
             reason = f"upstream connection {peer.connection_state}"
         else:
             reason = "no viewers"
+        if reason == UPSTREAM_DRAINING:
+            successor = await self._handover(peer, session)
+            if successor is not None:
+                log.info("upstream switched", extra={"stream": self.name, "from": session.upstream.url,
+                                                     "to": successor[1].upstream.url})
+                self._count_session(peer)
+                await peer.close("upstream drained")  # no longer the source: nobody hears it
+                self._in_background(self.client.end(session))
+                return successor
+            reason = "the upstream drains and no other has the stream"
         if not no_viewers:
             self.upstream_losses += 1
             self.last_error = reason
@@ -312,12 +365,14 @@ class Pull:
             self._set(PullState.CONNECTING)
         await peer.close(reason)  # detaches the source: viewers hear `inactive`
         self._in_background(self.client.end(session))
+        return None
 
     async def _read_events(self, peer: PullPeer, session: UpstreamSession) -> str:
         """Mirror the upstream stream's `active`/`inactive` on ours; returns why the
         session is over."""
+        events = self.client.events(session, KEEPALIVE_MS, SILENCE)
         try:
-            async for event in self.client.events(session, KEEPALIVE_MS, SILENCE):
+            async for event in events:
                 source = peer.source
                 if source is None:
                     continue
@@ -328,7 +383,16 @@ class Pull:
                 elif event == SseEvent.ACTIVE and stream.source is not source:
                     self.host.attach_source(stream, source)
                     self._set(PullState.LIVE)
+                elif event == SseEvent.NODE_DRAINING:
+                    return UPSTREAM_DRAINING
                 elif event == SseEvent.RECONNECT:
+                    # a drain's `reconnect` comes with `node_draining` right behind it
+                    try:
+                        following = await asyncio.wait_for(anext(events), DRAIN_NOTICE_WAIT)
+                    except (asyncio.TimeoutError, StopAsyncIteration, UpstreamGone):
+                        following = None
+                    if following == SseEvent.NODE_DRAINING:
+                        return UPSTREAM_DRAINING
                     return "the upstream asked to reconnect"
         except UpstreamGone as exc:
             return str(exc)
