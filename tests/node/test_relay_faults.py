@@ -4,17 +4,17 @@ both directions). The origin runs in a network namespace; the edge, a second ori
 the clients run in the root namespace."""
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 
-import aiohttp
 import pytest
 
-from tests import netns_helpers as nh
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import netns_helpers as nh  # noqa: E402
 from tests.node.test_relay import edge_of, session_events, streams, wait_for
-from unbroken.client import Publisher
+from unbroken.client import Publisher, sources
 from unbroken.client.framecode import counters_advance
-from unbroken.client.options import RestoreOptions
-from unbroken.client import sources
 from unbroken.client.whep import WhepViewer
 from unbroken.node.relay.pull import KEEPALIVE_MS, SILENCE
 
@@ -38,73 +38,69 @@ async def first_event(publisher: Publisher, kind: str, timeout: float):
     raise AssertionError(f"the publisher reported no {kind!r} within {timeout} s")
 
 
-async def test_origin_path_dies_silently_edge_viewer_keeps_its_session(start_node, missing):
+async def test_origin_path_dies_silently_edge_viewer_keeps_its_session(start_node, netns):
     """The origin's path stops (no RST). The SDK publisher, with both origins in its URL
     list, restores to the second one; the edge finds the upstream's keep-alives missing
     (SILENCE after the last one), looks for the stream on its upstream list again, and
     its viewer continues on the same WHEP session: frames advance, `inactive` then
     `active`, nothing renegotiated."""
-    reason = nh.unavailable()
-    if reason:
-        missing(f"network namespaces unavailable: {reason}")
-    with nh.Netns("rl") as ns:
-        link = ns.add_link()
-        ns.set_default_route(link)
-        far = nh.NodeInNetns(ns, link.ns_ip, "--role", "origin", "--log-level", "warning").start()
-        near = start_node("--role", "origin")
-        edge = edge_of(start_node, far, near, linger="5")
-        options = RestoreOptions()
-        publisher = Publisher([far.url, near.url], "cut", source=sources.testsrc(audio=False),
-                              codec="vp8", options=options)
-        await publisher.start()
-        viewer = await WhepViewer(edge.url, "cut", audio=False).start()
-        try:
-            await viewer.wait_frames(30, 20)
-            assert publisher.url == far.url
-            assert (await streams(edge.url))["cut"]["upstream"]["url"] == far.url
-            # the media really crosses the veth: the cut below is on the path in use
-            before = link.ns_counters()
-            await asyncio.sleep(0.5)
-            after = link.ns_counters()
-            assert after["tx_packets"] - before["tx_packets"] > 10, (before, after)
-            location = viewer.location
-            async with session_events(location) as events:
-                frames = viewer.frames
-                cut_at = time.monotonic()
-                link.block()
+    ns = netns("rl")  # removed at teardown, with the origin in it
+    link = ns.add_link()
+    ns.set_default_route(link)
+    far = nh.NodeInNetns(ns, link.ns_ip, "--role", "origin", "--log-level", "warning").start()
+    near = start_node("--role", "origin")
+    edge = edge_of(start_node, far, near, linger="5")
+    publisher = Publisher([far.url, near.url], "cut", source=sources.testsrc(audio=False),
+                          codec="vp8")  # default restore options
+    await publisher.start()
+    viewer = await WhepViewer(edge.url, "cut", audio=False).start()
+    try:
+        await viewer.wait_frames(30, 20)
+        assert publisher.url == far.url
+        assert (await streams(edge.url))["cut"]["upstream"]["url"] == far.url
+        # the media really crosses the veth: the cut below is on the path in use
+        before = link.ns_counters()
+        await asyncio.sleep(0.5)
+        after = link.ns_counters()
+        assert after["tx_packets"] - before["tx_packets"] > 10, (before, after)
+        location = viewer.location
+        async with session_events(location) as events:
+            frames = viewer.frames
+            cut_at = time.monotonic()
+            link.block()
 
-                async def inactive():
-                    return "inactive" in events
+            async def inactive():
+                return "inactive" in events
 
-                await wait_for(inactive, 5, "inactive at the edge's viewer")
-                # no RST, no FIN, the origin still runs: only the missing keep-alives
-                # can tell, and they tell within SILENCE (+ a keep-alive interval)
-                detected = time.monotonic() - cut_at
-                restored = await first_event(publisher, "restored", 10)
-                assert restored.url == near.url, restored
-                await viewer.wait_frames(frames + 30, 15)
-                # the first frame after the edge went inactive: the new origin's
-                back = min(t for t in viewer.arrivals if t > cut_at + detected) - cut_at
+            await wait_for(inactive, 5, "inactive at the edge's viewer")
+            # no RST, no FIN, the origin still runs: only the missing keep-alives
+            # can tell, and they tell within SILENCE (+ a keep-alive interval)
+            detected = time.monotonic() - cut_at
+            restored = await first_event(publisher, "restored", 10)
+            assert restored.url == near.url, restored
+            await viewer.wait_frames(frames + 30, 15)
+            # the first frame after the edge went inactive: the new origin's
+            back = min(t for t in viewer.arrivals if t > cut_at + detected) - cut_at
 
-                async def active_again():
-                    return events[-2:] == ["inactive", "active"]
+            async def active_again():
+                return events[-2:] == ["inactive", "active"]
 
-                await wait_for(active_again, 5, "inactive then active")
-            assert viewer.location == location and viewer.connection_state == "connected"
-            tail = [c for c in list(viewer.counters)[-20:] if c is not None]
-            assert counters_advance(tail), tail
-            info = (await streams(edge.url))["cut"]["upstream"]
-            assert info["url"] == near.url and info["upstream_losses"] == 1, info
-            assert link.dropped() > 0, "the cut dropped nothing: the path was not in use"
-            assert far.proc.poll() is None, "the origin behind the cut must still run"
-            print(f"\nsilent origin path loss: edge viewer heard inactive after "
-                  f"{detected * 1000:.0f} ms (keep-alive {KEEPALIVE_MS} ms, silence "
-                  f"{SILENCE * 1000:.0f} ms); publisher {restored.report}; "
-                  f"edge viewer's frames back after {back * 1000:.0f} ms")
-            assert detected < DETECT_LIMIT, detected
-            assert back < PICTURE_BACK_LIMIT, back
-        finally:
-            link.unblock()
-            await viewer.stop()
-            await publisher.stop()
-            far.kill()
+            await wait_for(active_again, 5, "inactive then active")
+        assert viewer.location == location and viewer.connection_state == "connected"
+        tail = [c for c in list(viewer.counters)[-20:] if c is not None]
+        assert counters_advance(tail), tail
+        info = (await streams(edge.url))["cut"]["upstream"]
+        assert info["url"] == near.url and info["upstream_losses"] == 1, info
+        assert link.dropped() > 0, "the cut dropped nothing: the path was not in use"
+        assert far.proc.poll() is None, "the origin behind the cut must still run"
+        print(f"\nsilent origin path loss: edge viewer heard inactive after "
+              f"{detected * 1000:.0f} ms (keep-alive {KEEPALIVE_MS} ms, silence "
+              f"{SILENCE * 1000:.0f} ms); publisher {restored.report}; "
+              f"edge viewer's frames back after {back * 1000:.0f} ms")
+        assert detected < DETECT_LIMIT, detected
+        assert back < PICTURE_BACK_LIMIT, back
+    finally:
+        link.unblock()
+        await viewer.stop()
+        await publisher.stop()
+        far.kill()
