@@ -175,3 +175,46 @@ async def test_chromium_restores_through_the_manager_after_a_node_sigkill(browse
         if context is not None:
             await context.close()
         manager.kill()
+
+
+JS_PUBLISH = """async ({urls, stream}) => {
+  window.src = fc.counterStream({fps: 30});
+  window.pub = new ub.Publisher({urls, stream, mediaStream: src.stream, codec: 'h264'});
+  window.sessions.push(pub);
+  await pub.start();
+}"""
+
+
+async def test_failover_subscriber_page_from_the_manager(browser, start_node):
+    """Seed 000's page on a secure origin (the manager's): WHEP refused, it plays HLS
+    through the manager, and moves to WHEP through the manager once WHEP is allowed."""
+    manager = Manager(free_port()).wait_started()
+    context = None
+    try:
+        start_node(*manager.node_args())
+        context, publisher, logs = await open_manager_page(browser, manager)
+        try:
+            await publisher.evaluate(JS_PUBLISH, {"urls": [manager.url], "stream": "seed000"})
+            page = await context.new_page()
+            await page.goto(f"{manager.url}/web/failover.html?stream=seed000")
+
+            async def refuse(route):
+                await route.fulfill(status=503, body="refused by the test")
+
+            await page.route("**/whep/**", refuse)  # WebRTC refused: HLS through the manager
+            await page.fill("#transportProbeMs", "1500")
+            await page.click("#play")
+            await wait_js(page, "() => demo.sub && demo.sub.stats().transport === 'hls' "
+                                "&& demo.sub.stats().framesDecoded > 0", timeout=30)
+            # the page's own origin (relative URLs: '') is the manager
+            assert (await page.evaluate("() => demo.sub.stats().url")) in ("", manager.url)
+            await page.unroute("**/whep/**")  # and back to WHEP through the manager
+            await wait_js(page, "() => demo.sub.stats().transport === 'whep' "
+                                "&& demo.sub.stats().framesDecoded > 0", timeout=20)
+            await page.evaluate("async () => { await demo.sub.stop(); }")
+        finally:
+            await stop_all(publisher, logs)
+    finally:
+        if context is not None:
+            await context.close()
+        manager.kill()
