@@ -105,7 +105,12 @@ class SendBatch:
         self._template = None
         self._entries = self._writers = []
         for template, entries, writers in groups:
-            for index, _status in self._sender.send(template, entries):
+            try:
+                failed = self._sender.send(template, entries)
+            except Exception:  # a bad entry: this group is lost, the others still go
+                log.exception("the native path could not send a batch")
+                failed = [(index, 0) for index in range(len(writers))]
+            for index, _status in failed:
                 writers[index].not_sent(queued=True)
 
     def send_now(self, data: bytes, entry: tuple, writer: NativePacketWriter,
