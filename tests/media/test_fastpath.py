@@ -18,24 +18,29 @@ KEY = bytes(range(30))
 GCM_KEY = bytes(range(28))
 
 
+# the native path, loaded here whatever the process's own choice (it is opt-in)
+NATIVE, NATIVE_REASON = fastpath.load_native()
+
+
 def test_the_native_extension_is_built():
     """CI builds it (gcc and CPython's headers): a silent fallback would fail here."""
     from unbroken.media import _fastpath  # noqa: F401
 
-    if os.environ.get(fastpath.ENV) == "0":
-        assert fastpath.PATH.name == "python"
-    else:
-        assert fastpath.PATH.native, fastpath.PATH.reason
-        assert fastpath.BATCH is not None
+    assert NATIVE is not None, NATIVE_REASON
 
 
-def test_unbroken_native_0_selects_the_python_path():
+@pytest.mark.parametrize("value, path", [(None, "python"), ("0", "python"), ("1", "native")])
+def test_unbroken_native_selects_the_path(value, path):
+    """Python by default and with UNBROKEN_NATIVE=0; native with UNBROKEN_NATIVE=1."""
     code = ("from unbroken.media import fastpath; "
             "w = fastpath.make_writer.__globals__['BATCH']; "
             "print(fastpath.PATH.name, w is None)")
+    env = {k: v for k, v in os.environ.items() if k != fastpath.ENV}
+    if value is not None:
+        env[fastpath.ENV] = value
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, fastpath.ENV: "0"}, check=True).stdout
-    assert out.split() == ["python", "True"]
+                         env=env, check=True).stdout
+    assert out.split() == [path, str(path == "python")]
 
 
 def sessions(count: int, policy_args: dict) -> list[Session]:
@@ -59,7 +64,6 @@ POLICIES = [pytest.param({"key": KEY}, id="aes128-cm-sha1-80"),
                          id="aead-aes128-gcm")]
 
 
-@pytest.mark.skipif(fastpath.BATCH is None, reason="native path disabled")
 @pytest.mark.parametrize("policy", POLICIES)
 async def test_native_and_python_paths_send_identical_bytes(policy):
     """Three subscribers, each with its own key state: the same packets through the Python
@@ -74,7 +78,7 @@ async def test_native_and_python_paths_send_identical_bytes(policy):
         sinks.append(sink)
     transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
                                                        local_addr=("127.0.0.1", 0))
-    batch = fastpath.BATCH
+    batch = fastpath.SendBatch(NATIVE)
     try:
         python = [PacketWriter.on_socket(s, transport, sinks[0].getsockname())
                   for s in sessions(3, policy)]
@@ -110,7 +114,6 @@ async def test_native_and_python_paths_send_identical_bytes(policy):
             sink.close()
 
 
-@pytest.mark.skipif(fastpath.BATCH is None, reason="native path disabled")
 async def test_native_failures_are_counted_per_subscriber():
     """A packet libsrtp refuses (a repeated sequence number) is not sent and counts as
     dropped for its subscriber only; oversize packets are refused up front."""
@@ -119,7 +122,7 @@ async def test_native_failures_are_counted_per_subscriber():
     sink.bind(("127.0.0.1", 0))
     transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
                                                        local_addr=("127.0.0.1", 0))
-    batch = fastpath.BATCH
+    batch = fastpath.SendBatch(NATIVE)
     try:
         a, b = [NativePacketWriter.on_socket(s, transport, sink.getsockname(), batch)
                 for s in sessions(2, {"key": KEY})]

@@ -7,9 +7,10 @@ one sendmmsg(2) per UDP socket. It calls the srtp_protect of the libsrtp inside
 pylibsrtp (the very library and sessions aiortc uses), through the function pointer
 pylibsrtp's binding exports: no second libsrtp is linked.
 
-Without the extension, or with UNBROKEN_NATIVE=0 in the environment, each subscriber's
-PacketWriter protects and sends in Python (rtc_internals.PacketWriter): same bytes on
-the wire, more CPU.
+The native path is opt-in for now (UNBROKEN_NATIVE=1 in the environment): under heavy
+load a few viewers were seen stalling on it in one benchmark run, not yet explained. By
+default, or without the extension, each subscriber's PacketWriter protects and sends in
+Python (rtc_internals.PacketWriter): same bytes on the wire, more CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from . import rtc_internals
 from .rtc_internals import NativePacketWriter, PacketWriter
 
-__all__ = ["BATCH", "ForwardingPath", "PATH", "SendBatch", "make_writer"]
+__all__ = ["BATCH", "ForwardingPath", "PATH", "SendBatch", "load_native", "make_writer"]
 
 log = logging.getLogger("unbroken.media.fastpath")
 
@@ -41,20 +42,25 @@ class ForwardingPath:
         return self.name == "native"
 
 
-def _load() -> tuple[Any, ForwardingPath]:
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return None, ForwardingPath("python", f"{ENV}=0 in the environment")
+def load_native() -> tuple[Any, str]:
+    """The native extension, ready to protect with pylibsrtp's libsrtp, or None; and why."""
     try:
         from . import _fastpath
     except ImportError as exc:
-        return None, ForwardingPath("python", f"the native extension is not built ({exc})")
+        return None, f"the native extension is not built ({exc})"
     try:
         rtc_internals.check_hooks()
         _fastpath.set_protect(rtc_internals.srtp_protect_address())
     except Exception as exc:  # a pylibsrtp whose binding does not fit: stay in Python
-        return None, ForwardingPath("python", f"pylibsrtp's srtp_protect does not fit: {exc}")
-    return _fastpath, ForwardingPath(
-        "native", "unbroken.media._fastpath: SRTP with pylibsrtp's libsrtp, sendmmsg")
+        return None, f"pylibsrtp's srtp_protect does not fit: {exc}"
+    return _fastpath, "unbroken.media._fastpath: SRTP with pylibsrtp's libsrtp, sendmmsg"
+
+
+def _load() -> tuple[Any, ForwardingPath]:
+    if os.environ.get(ENV, "0").strip().lower() not in ("1", "true", "yes", "on"):
+        return None, ForwardingPath("python", f"the default ({ENV}=1 turns the native path on)")
+    native, reason = load_native()
+    return native, ForwardingPath("native" if native is not None else "python", reason)
 
 
 class SendBatch:
