@@ -36,7 +36,8 @@ SIZE = "640x360"
 FPS = 30
 BITRATE = 1_000_000
 MIN_FPS = 29.0  # target: every viewer
-TARGET_US_PER_PACKET = 20.0
+TARGET_US_PER_PACKET = 10.0
+TARGET_RATIO = 150.0  # at least this many times cheaper than MediaRelay per packet
 SATURATED_PCT = 95.0  # whole-machine CPU busy at which a step is flagged
 VIEWERS_PER_AGENT = 16  # load viewers per process
 SETTLE = 1.0  # seconds between the last first frame and the window
@@ -151,6 +152,15 @@ class Setup:
         }
 
 
+async def forwarding_path(http: aiohttp.ClientSession, url: str) -> str | None:
+    """The node's forwarding path ("native" or "python", from /healthz); None elsewhere."""
+    try:
+        async with http.get(f"{url}/healthz") as resp:
+            return (await resp.json()).get("forwarding") if resp.status == 200 else None
+    except (aiohttp.ClientError, ValueError):
+        return None
+
+
 def picture_ok(counters: dict) -> bool:
     """Frames were decoded, every counter was readable, none went backwards."""
     return (counters["decoded"] > 0 and counters["unreadable"] == 0
@@ -205,10 +215,14 @@ async def run_server(server: Server, steps: list[int], window: float,
     setup = Setup(server)
     rows: list[dict] = []
     stopped_early = None
+    path = None
     log(f"{server.name}: starting")
     try:
         await setup.start()
         async with aiohttp.ClientSession() as http:
+            path = await forwarding_path(http, server.url)
+            if path:
+                log(f"{server.name}: forwarding path {path}")
             for n in steps:
                 await setup.add_load_viewers(n - setup.load_viewers)
                 await asyncio.sleep(SETTLE)
@@ -226,7 +240,7 @@ async def run_server(server: Server, steps: list[int], window: float,
                     break
     finally:
         await setup.stop()
-    result = {"rows": rows, "summary": summarize(rows)}
+    result = {"rows": rows, "summary": summarize(rows), "forwarding_path": path}
     if stopped_early:
         result["stopped_early"] = stopped_early
     return result
@@ -247,7 +261,8 @@ def report(results: dict) -> str:
            f"target ≤ {TARGET_US_PER_PACKET:g} µs/packet, every viewer ≥ {MIN_FPS:g} fps"]
     for name in ("node", "baseline"):
         part = results[name]
-        out += ["", f"{name}:", table(COLUMNS, part["rows"])]
+        path = f" (forwarding path: {part['forwarding_path']})" if part.get("forwarding_path") else ""
+        out += ["", f"{name}{path}:", table(COLUMNS, part["rows"])]
         s = part["summary"]
         if "marginal_us_per_packet" in s:
             out.append(f"  fit: {s['marginal_us_per_packet']} µs per packet marginal "
@@ -287,7 +302,8 @@ async def main() -> None:
                    "window_s": plan["window"], "node_steps": plan["node"],
                    "baseline_steps": [] if args.skip_baseline else plan["baseline"],
                    "decoding_viewers": 1},
-        "target": {"us_per_packet": TARGET_US_PER_PACKET, "min_fps": MIN_FPS},
+        "target": {"us_per_packet": TARGET_US_PER_PACKET, "min_fps": MIN_FPS,
+                   "ratio_to_baseline": TARGET_RATIO},
         "machine": machine(),
     }
     started = time.monotonic()

@@ -13,6 +13,10 @@ processes; a publisher (test pattern 640x360 at 30 fps, VP8) publishes to an ori
             Target ≤ 5 s on 2 cores.
   node_out  a second origin is SIGKILLed; the time until the manager lists it no more
             (no route goes to it). Target ≤ 3 s.
+  edge_kill SDK viewers (Subscriber given the manager: a new route every try) play from
+            an edge that pulls from the origin; the edge is SIGKILLed (a fresh one takes
+            its place for the next round); fault → first media again (detect + restore)
+            per viewer, p50/p95. Target p95 ≤ 600 ms.
 Figures go to stdout as JSON (also bench/results/manager.json, or manager.quick.json);
 the table goes to stderr.
 """
@@ -22,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
 import sys
@@ -32,6 +35,7 @@ import time
 import aiohttp
 from _harness import REPO, Server, free_port, machine, percentile, table, write_results
 
+from unbroken.client import ClientEvent, Subscriber
 from unbroken.client.testsrc import TestPatternVideoTrack
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
@@ -59,9 +63,9 @@ async def start_manager(port: int) -> tuple[asyncio.subprocess.Process, str]:
                 raise RuntimeError("manager exited")
 
 
-def origin(manager_url: str, fingerprint: str) -> Server:
+def origin(manager_url: str, fingerprint: str, role: str = "origin") -> Server:
     server = Server.node()
-    server.argv += ["--role", "origin", "--manager", manager_url, "--node-token", NODE_TOKEN,
+    server.argv += ["--role", role, "--manager", manager_url, "--node-token", NODE_TOKEN,
                     "--manager-fingerprint", fingerprint]
     return server
 
@@ -128,6 +132,44 @@ async def node_out(manager_url: str, https: aiohttp.ClientSession, victim: Serve
             await asyncio.sleep(0.02)
 
 
+async def edge_kill(manager_url: str, fingerprint: str, https: aiohttp.ClientSession,
+                    rounds: int, viewers: int = 5) -> dict:
+    edges = [origin(manager_url, fingerprint, "edge") for _ in range(2)]
+    for edge in edges:
+        await edge.start()
+    await wait_listed(https, manager_url, 3)  # the origin and the two edges
+    events: list[ClientEvent] = []
+    subs = [Subscriber(None, "bench", on_event=events.append, manager=manager_url,
+                       manager_fingerprint=fingerprint) for _ in range(viewers)]
+    samples: list[float] = []
+    try:
+        await asyncio.gather(*(sub.start() for sub in subs))
+        for _ in range(rounds):
+            await asyncio.sleep(1.0)
+            victim_id = subs[0].node
+            victim = next(e for e in edges if victim_id and victim_id.endswith(f"-{e.port}"))
+            before = sum(e.kind == "restored" for e in events)
+            on_victim = sum(sub.node == victim_id for sub in subs)
+            victim.proc.send_signal(signal.SIGKILL)
+            async with asyncio.timeout(15):
+                while sum(e.kind == "restored" for e in events) < before + on_victim:
+                    await asyncio.sleep(0.02)
+            samples += [e.report.detect_ms + e.report.restore_ms
+                        for e in [e for e in events if e.kind == "restored"][before:]]
+            await victim.stop()
+            edges.remove(victim)
+            fresh = origin(manager_url, fingerprint, "edge")
+            await fresh.start()
+            edges.append(fresh)
+            await wait_listed(https, manager_url, 3)
+    finally:
+        await asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True)
+        for edge in edges:
+            await edge.stop()
+    return {"rounds": rounds, "viewers": viewers, "n": len(samples),
+            "p50_ms": round(percentile(samples, 50), 1), "p95_ms": round(percentile(samples, 95), 1)}
+
+
 async def main(quick: bool) -> dict:
     port = free_port()
     manager, fingerprint = await start_manager(port)
@@ -149,6 +191,7 @@ async def main(quick: bool) -> dict:
         await second.start()
         await wait_listed(https, url, 2)
         results["node_out"] = await node_out(url, https, second)
+        results["edge_kill"] = await edge_kill(url, fingerprint, https, 2 if quick else 10)
         return results
     finally:
         if publisher is not None:
@@ -165,7 +208,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     results = asyncio.run(main(args.quick))
-    t, j, n = results["ttff"], results["join"], results["node_out"]
+    t, j, n, e = results["ttff"], results["join"], results["node_out"], results["edge_kill"]
     rows = [
         {"what": "WHEP TTFF direct p50", "value": t["direct"]["p50_ms"], "unit": "ms", "target": "-"},
         {"what": "WHEP TTFF via manager p50", "value": t["manager"]["p50_ms"], "unit": "ms", "target": "-"},
@@ -174,6 +217,10 @@ if __name__ == "__main__":
          "target": "≤ 5"},
         {"what": "failed joins", "value": j["failed"], "unit": "", "target": "0"},
         {"what": "SIGKILLed node out of routing", "value": n["out_of_routing_s"], "unit": "s", "target": "≤ 3"},
+        {"what": f"edge SIGKILL → SDK viewers' media back p50 (n={e['n']})", "value": e["p50_ms"],
+         "unit": "ms", "target": "-"},
+        {"what": "edge SIGKILL → SDK viewers' media back p95", "value": e["p95_ms"], "unit": "ms",
+         "target": "≤ 600"},
     ]
     print(table([("what", "measure"), ("value", "value"), ("unit", "unit"), ("target", "target")], rows),
           file=sys.stderr)

@@ -1,7 +1,8 @@
 """Edges that ask the manager where a stream is (``--role edge --manager`` without
 ``--upstream``): viewers routed to an edge through the manager get the stream the edge
 pulls from the stream's origin, and keep their session when the publisher moves to
-another origin after its first one was SIGKILLed."""
+another origin after its first one was SIGKILLed; SDK viewers whose edge is SIGKILLed get
+a new route from the manager and play on from the other edge."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 from cluster_helpers import NODE_TOKEN, pinned_http, wait_nodes
 
+from unbroken.client import ClientEvent, Publisher, Subscriber, sources
 from unbroken.client.testsrc import TestPatternVideoTrack
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
@@ -100,3 +102,41 @@ async def _republish(manager_url: str, http: aiohttp.ClientSession) -> WhipPubli
         return await publish(manager_url, "cam", http)
     except (ConnectionError, aiohttp.ClientError, TimeoutError):
         return None
+
+
+async def test_sdk_viewers_restore_on_another_edge_after_an_edge_sigkill(start_manager, start_node):
+    manager = start_manager()
+    start_node(*manager.node_args("origin"))
+    edges = {f"edge-127.0.0.1-{n.port}": n for n in
+             (start_node(*manager.node_args("edge", "--relay-linger", "1")) for _ in range(2))}
+    async with pinned_http(manager.fingerprint) as http:
+        await wait_nodes(http, manager.url, 3)
+    through = {"manager": manager.url, "manager_fingerprint": manager.fingerprint}
+    events: list[ClientEvent] = []
+    pub = await Publisher(None, "edgekill", source=sources.testsrc(320, 180, 15, audio=False),
+                          codec="vp8", **through).start()
+    subs = [await Subscriber(None, "edgekill", on_event=events.append, **through).start()
+            for _ in range(3)]
+    try:
+        for sub in subs:
+            await sub.viewer.wait_frames(sub.viewer.frames + 10, 15)
+        assert all(sub.node in edges for sub in subs), [sub.node for sub in subs]
+        victim_id = subs[0].node
+        on_victim = [sub for sub in subs if sub.node == victim_id]
+        edges[victim_id].proc.kill()
+        await wait_for(lambda: _restored(events, len(on_victim)), 15, "every viewer restored")
+        for event in (e for e in events if e.kind == "restored"):
+            assert event.report.node != victim_id and event.report.node in edges, event
+            print(f"edge SIGKILL: restore {event.report.restore_ms} ms, "
+                  f"gap {event.report.gap_ms} ms, tries {event.report.tries}")
+        for sub in subs:
+            await sub.viewer.wait_frames(sub.viewer.frames + 10, 15)
+        assert not [e for e in events if e.kind == "gave_up"]
+    finally:
+        for sub in subs:
+            await sub.stop()
+        await pub.stop()
+
+
+async def _restored(events: list[ClientEvent], count: int) -> bool:
+    return sum(e.kind == "restored" for e in events) >= count

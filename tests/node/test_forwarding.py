@@ -50,6 +50,32 @@ async def test_several_viewers_decode_correct_advancing_frames(node, codec):
         await pub.stop()
 
 
+async def health(url):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/healthz") as r:
+            return await r.json()
+
+
+@pytest.mark.parametrize("native", ["1", "0"], ids=["native-path", "python-path"])
+async def test_both_forwarding_paths_deliver_correct_frames(start_node, monkeypatch, native):
+    """The node says which path forwards; UNBROKEN_NATIVE=0 falls back to Python, and
+    viewers decode the same advancing frames on both."""
+    monkeypatch.setenv("UNBROKEN_NATIVE", native)
+    node = start_node()
+    assert (await health(node.url))["forwarding"] == ("native" if native == "1" else "python")
+    pub = await publish(node.url, "paths", "vp8")
+    viewers = [await WhepViewer(node.url, "paths").start() for _ in range(3)]
+    try:
+        await asyncio.gather(*(v.wait_frames(30, 15) for v in viewers))
+        for v in viewers:
+            assert counters_advance(v.counters), list(v.counters)[-20:]
+            assert v.audio_frames > 10
+    finally:
+        for v in viewers:
+            await v.stop()
+        await pub.stop()
+
+
 async def test_late_joiner_gets_a_picture_at_once(node):
     """A viewer joining mid-stream starts at a keyframe the node asks for (PLI)."""
     pub = await publish(node.url, "late", "vp8", audio=False)

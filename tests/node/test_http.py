@@ -695,6 +695,7 @@ async def test_healthz_and_metrics(srv, http):
     health = await api(http, srv.url, "/healthz")
     assert health["status"] == "ok"
     assert health["uptime"] > 0 and health["sessions"] >= 0 and health["streams"] >= 0
+    assert health["forwarding"] in ("native", "python")
 
     stream = name()
     publisher = await Session.create(http, srv.url, "whip", stream)
@@ -711,6 +712,8 @@ async def test_healthz_and_metrics(srv, http):
     assert values["unbroken_publishers"] >= 1 and values["unbroken_subscribers"] >= 1
     assert values["unbroken_streams"] >= 1
     assert values["unbroken_draining"] == 0
+    path = health["forwarding"]
+    assert values[f'unbroken_forwarding_path{{path="{path}"}}'] == 1
     assert "unbroken_forwarded_packets" in values and "unbroken_forwarded_bytes" in values
     assert re.search(r"^# TYPE unbroken_sessions_created(_total)? counter$", text, re.M)
     await viewer.delete()

@@ -711,3 +711,37 @@ async def test_drain_notice_then_close(start_node):
         assert await asyncio.to_thread(node.proc.wait, 5) == 0
     finally:
         await client.close()
+
+
+async def test_wait_live_and_replaces_over_the_session_channel(start_node):
+    """The session channel takes WHIP/WHEP's options through the same admission path: a
+    play with `wait_live_ms` waits for the publisher instead of failing `not_live`; a
+    second publisher is refused `stream_busy` (the default), but one naming the first one's
+    resource in `replaces` (a restoring publisher) takes the stream over at once, and the
+    viewer goes on with the same stream handle."""
+    node = start_node()
+    pub_session = await SessionClient(node.url).connect()
+    view_session = await SessionClient(node.url).connect()
+    try:
+        waiting = asyncio.create_task(view_session.play("opts", audio=False, wait_live_ms=4000))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # no not_live: it waits
+        first = await pub_session.publish("opts", [TestPatternVideoTrack()], video_codec="vp8")
+        viewer = await asyncio.wait_for(waiting, 6)
+        await viewer.wait_frames(10, 10)
+
+        with pytest.raises(StreamFailed) as busy:
+            await pub_session.publish("opts", [TestPatternVideoTrack()], video_codec="vp8")
+        assert busy.value.code == "stream_busy"
+
+        second = await pub_session.publish("opts", [TestPatternVideoTrack()], video_codec="vp8",
+                                           replaces=first.answer_message["resource"])
+        await second.wait_state("PUBLISHING", 5)
+        await first.wait_state("UNPUBLISHED", 3)
+        assert first.code == "replaced"
+        frames = viewer.frames
+        await viewer.wait_frames(frames + 15, 10)
+        assert viewer.state == "PLAYING"
+    finally:
+        await view_session.close()
+        await pub_session.close()

@@ -115,6 +115,12 @@ class DownTrack(TrackSink):
             self.packets += 1
             self.octets += len(fp.payload)
 
+    @property
+    def sent(self) -> int:
+        """Packets sent: those the writer accepted, less those it then could not send
+        (a batched writer learns that at the batch's flush)."""
+        return self.packets - self.writer.unsent
+
     def source_changed(self) -> None:
         """The publisher behind this track went away: continue at its successor's start."""
         self.munger.unanchor()
@@ -152,7 +158,7 @@ class DownTrack(TrackSink):
         if self.sender is None or self.munger.source_ssrc is None:
             return
         ntp, rtp = self.sender_report_values(source_reports.get(self.munger.source_ssrc))
-        set_sender_report_source(self.sender, ntp, rtp, self.packets, self.octets)
+        set_sender_report_source(self.sender, ntp, rtp, self.sent, self.octets)
 
     def sender_report_values(self, source_report: tuple[int, int] | None) -> tuple[int, int]:
         """(NTP time, outgoing RTP timestamp) of the last packet sent, for sender reports.
@@ -173,7 +179,7 @@ class DownTrack(TrackSink):
 
     def snapshot(self) -> dict:
         return {
-            "packets": self.packets,
+            "packets": self.sent,
             "bytes": self.octets,
             "nacks": self.nacks,
             "retransmits": self.retransmits,

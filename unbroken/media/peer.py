@@ -16,7 +16,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import HeaderExtensionsMap
 
-from . import rtc_internals
+from . import fastpath, rtc_internals
 from .downtrack import DownTrack
 from .packet import OutputProfile
 from .receiver import TrackReceiver
@@ -230,7 +230,7 @@ class SubscriberPeer(Peer):
         kind = transceiver.kind
         track = DownTrack(
             kind, codec.mimeType.lower(), profile, rtc_internals.sender_ssrc(sender), codec.clockRate,
-            rtc_internals.PacketWriter(sender.transport),
+            fastpath.make_writer(sender.transport),
             request_keyframe=lambda: self.stream.request_keyframe(kind),
             rtx_payload_type=rtx.payloadType if rtx else None,
             rtx_ssrc=rtc_internals.sender_rtx_ssrc(sender) if rtx else None,

@@ -46,7 +46,8 @@ from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
 __all__ = [
-    "HOOKS", "MissingHook", "PacketWriter", "SilentTrack", "check_hooks",
+    "HOOKS", "MissingHook", "NativePacketWriter", "PacketWriter", "SilentTrack",
+    "check_hooks", "srtp_context_address", "srtp_protect_address",
     "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
     "send_pli", "sender_rtx_ssrc", "sender_ssrc", "set_sender_report_source",
     "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
@@ -57,6 +58,10 @@ log = logging.getLogger("unbroken.media.rtc_internals")
 
 srtp_protect = srtp_lib.srtp_protect
 _pack_seq_ts_ssrc = struct.Struct("!HII").pack_into
+
+# the one libsrtp function the native fast path (unbroken.media._fastpath) calls, through
+# the pointer pylibsrtp's binding exports: this exact signature (libsrtp 2.x) is assumed
+SRTP_PROTECT_SIGNATURE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
 
 RtpTap = Callable[[RtpPacket], None]
 RtcpHandler = Callable[[Any], Awaitable[None]]
@@ -87,7 +92,7 @@ HOOKS: tuple[tuple[type, str, str], ...] = (
     (CandidatePair, "protocol", "PacketWriter: the pair's UDP protocol"),
     (CandidatePair, "remote_addr", "PacketWriter: the pair's remote address"),
     (selector_events._SelectorTransport, "_sock", "PacketWriter: the UDP socket"),
-    (pylibsrtp.Session, "_srtp", "PacketWriter: libsrtp's srtp_t"),
+    (pylibsrtp.Session, "_srtp", "PacketWriter, srtp_context_address: libsrtp's srtp_t"),
 )
 
 # How those names are used, where our stand-ins must fit: (owner, source line, hook).
@@ -120,6 +125,9 @@ def check_hooks() -> None:
                 if line not in inspect.getsource(owner)]
     if not str(srtp_ffi.typeof(srtp_protect).cname).startswith("srtp_err_status_t(*)"):
         missing.append("pylibsrtp._binding.lib.srtp_protect (PacketWriter)")
+    elif str(srtp_ffi.typeof(srtp_protect).cname) != SRTP_PROTECT_SIGNATURE:
+        missing.append("pylibsrtp._binding.lib.srtp_protect with the libsrtp 2 signature "
+                       f"{SRTP_PROTECT_SIGNATURE} (the native fast path calls it)")
     if missing:
         raise MissingHook(f"aiortc {aiortc.__version__} lacks private hooks unbroken relies "
                           "on (it is pinned to 1.16.0): " + "; ".join(missing))
@@ -243,7 +251,7 @@ class PacketWriter:
 
     __slots__ = ("_dtls", "_ice_connection", "_session", "_srtp", "_transport", "_sock",
                  "_addr", "_cdata", "_buffer", "_view", "_length", "packets", "bytes",
-                 "dropped")
+                 "dropped", "unsent")
 
     BUFFER_SIZE = 2048
     MAX_PLAINTEXT = BUFFER_SIZE - SRTP_MAX_TRAILER_LEN
@@ -266,6 +274,7 @@ class PacketWriter:
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
+        self.unsent = 0  # accepted by write(), then not sent (batched writers only)
 
     @classmethod
     def on_socket(cls, session, transport: asyncio.DatagramTransport, addr) -> "PacketWriter":
@@ -328,6 +337,81 @@ class PacketWriter:
         self.packets += 1
         self.bytes += length[0]
         return True
+
+
+def srtp_protect_address() -> int:
+    """The address of srtp_protect in the libsrtp that pylibsrtp's binding bundles (the
+    native fast path calls that one: no second libsrtp, the same key state)."""
+    return int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect")))
+
+
+def srtp_context_address(session: pylibsrtp.Session) -> int:
+    """The address of a pylibsrtp session's srtp_t (alive as long as `session` is)."""
+    return int(srtp_ffi.cast("uintptr_t", session._srtp[0]))
+
+
+class NativePacketWriter(PacketWriter):
+    """A PacketWriter whose packets are patched, protected and sent by the native fast
+    path (unbroken.media._fastpath through `batch`, a unbroken.media.fastpath.SendBatch).
+
+    Same SRTP session and socket as PacketWriter: it hands the C code the session's
+    srtp_t and the socket's file descriptor. `bytes` is not counted on this path. While the batch is collecting (during one
+    forwarded packet's fan-out) `write` queues the packet and the batch sends every
+    queued one at its flush; otherwise (retransmissions, RTX) it sends at once. The
+    socket is checked open when a packet is queued; the flush follows in the same
+    event-loop callback, so the descriptor cannot have been closed and reused between.
+    """
+
+    __slots__ = ("_batch", "_target")
+
+    def __init__(self, dtls: RTCDtlsTransport, batch) -> None:
+        self._batch = batch
+        self._target = None
+        super().__init__(dtls)
+
+    @classmethod
+    def on_socket(cls, session, transport: asyncio.DatagramTransport, addr,
+                  batch=None) -> "NativePacketWriter":
+        """A native writer on a given SRTP session and UDP transport (benchmarks, tests)."""
+        writer = cls.__new__(cls)
+        writer._batch = batch
+        writer._target = None
+        writer._setup(None, None)
+        writer._use(session, transport, addr)
+        return writer
+
+    def _use(self, session, transport: asyncio.DatagramTransport, addr) -> None:
+        super()._use(session, transport, addr)
+        self._target = self._batch.target(srtp_context_address(session),
+                                          self._sock.fileno(), addr[0], addr[1], session)
+
+    def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
+        if (self._sock is None and not self._bind()) or len(template) > self.MAX_PLAINTEXT:
+            return False
+        if self._transport.is_closing():
+            self.dropped += 1
+            return False
+        batch = self._batch
+        if batch.collecting:
+            batch.add(template, (self._target, seq, ts, ssrc), self)
+            self.packets += 1
+            return True
+        return batch.send_now(template, (self._target, seq, ts, ssrc), self, True)
+
+    def write_plain(self, plaintext: bytes) -> bool:
+        if (self._sock is None and not self._bind()) or len(plaintext) > self.MAX_PLAINTEXT:
+            return False
+        if self._transport.is_closing():
+            self.dropped += 1
+            return False
+        return self._batch.send_now(plaintext, (self._target, 0, 0, 0), self, False)
+
+    def not_sent(self, queued: bool) -> None:
+        """The batch could not protect or send one of this writer's packets."""
+        self.dropped += 1
+        if queued:
+            self.unsent += 1
+            self.packets -= 1
 
 
 # --- client side (the SDK's WHEP viewer and recorder) ------------------------------------

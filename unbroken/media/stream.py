@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from . import fastpath
 from .packet import ForwardPacket
 from .receiver import TrackReceiver
 from .sink import TrackSink
@@ -136,11 +137,18 @@ class Stream:
             if self.source is not source:
                 return
             now = packet.arrival
-            for sink in self._sinks[kind]:
-                try:
-                    sink.write(packet, now)
-                except Exception:  # one broken subscriber must not stop the others
-                    log.exception("forwarding to a subscriber failed")
+            batch = fastpath.BATCH  # the native path sends every subscriber's copy at the flush
+            if batch is not None:
+                batch.begin()
+            try:
+                for sink in self._sinks[kind]:
+                    try:
+                        sink.write(packet, now)
+                    except Exception:  # one broken subscriber must not stop the others
+                        log.exception("forwarding to a subscriber failed")
+            finally:
+                if batch is not None:
+                    batch.flush()
 
         return forward
 

@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from unbroken.httpkit.auth import check_bearer
+from unbroken.media.fastpath import PATH
 from unbroken.protocol.vocabulary import vocabulary
 
 from .figures import session_infos, stream_info
@@ -44,7 +45,7 @@ async def healthz(request: web.Request) -> web.Response:
     state = _state(request)
     status = "draining" if state.draining else "ok"
     return web.json_response({"status": status, "sessions": len(state.sessions),
-                              "streams": len(state.streams),
+                              "streams": len(state.streams), "forwarding": PATH.name,
                               "uptime": round(time.time() - state.started_at, 3)})
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from unbroken.media.fastpath import PATH
+
 
 class NodeMetrics:
     def __init__(self) -> None:
@@ -19,6 +21,11 @@ class NodeMetrics:
             registry=self.registry)
         self.draining = Gauge("unbroken_draining", "1 while the node drains",
                               registry=self.registry)
+        self.forwarding_path = Gauge(
+            "unbroken_forwarding_path",
+            "1 for the forwarding path in use: native (C fast path) or python (fallback)",
+            ["path"], registry=self.registry)
+        self.forwarding_path.labels(PATH.name).set(1)
 
     def add_live_collector(self, collect) -> None:
         """`collect()` returns (streams, publishers, subscribers, forwarded packets, bytes)."""

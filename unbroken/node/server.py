@@ -10,6 +10,7 @@ import time
 
 from aiohttp import web
 
+from unbroken.media.fastpath import PATH
 from unbroken.media.rtc_internals import check_hooks
 
 from .app import create_app
@@ -31,6 +32,7 @@ async def drain(app: web.Application, timeout: float, redirect: str | None = Non
 
 async def serve(config: NodeConfig) -> None:
     check_hooks()  # fail at start, naming the hook, if aiortc's privates moved
+    log.info(f"forwarding path: {PATH.name} ({PATH.reason})")
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
