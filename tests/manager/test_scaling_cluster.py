@@ -92,6 +92,7 @@ async def test_groups_start_at_minimum_and_faulty_nodes_are_replaced(start_manag
         assert status["leading"] and status["provider"] == "local"
         seen.update(pids(status))
         (edge,) = await serving_ids(http, manager.url, "edge")
+        await until(lambda: _leader_saw_serving(http, manager.url, edge), 10, "the leader to see it serve")
 
         # SIGKILL: the lease lapses or /healthz fails -> fault -> a replacement serves
         os.kill(seen[edge], signal.SIGKILL)
@@ -101,7 +102,7 @@ async def test_groups_start_at_minimum_and_faulty_nodes_are_replaced(start_manag
         status = await scaling(http, manager.url)
         seen.update(pids(status))
         kinds = [e["kind"] for e in status["entries"]]
-        assert "node_fault" in kinds and "scale_replace" in kinds
+        assert "node_fault" in kinds and "scale_replace" in kinds, kinds
         assert edge not in await serving_ids(http, manager.url, "edge")
 
         # SIGSTOP: alive but stuck -> out of routing within 3 s, then replaced
@@ -119,6 +120,11 @@ async def test_groups_start_at_minimum_and_faulty_nodes_are_replaced(start_manag
         status = await scaling(http, manager.url)
         faults = [e for e in status["entries"] if e["kind"] == "node_fault" and e["node"] == stuck]
         assert faults, status["entries"]
+
+
+async def _leader_saw_serving(http, url, node_id: str) -> bool:
+    entries = (await scaling(http, url))["entries"]
+    return any(e["kind"] == "node_serving" and e.get("node") == node_id for e in entries)
 
 
 async def _new_edge(http, url, old: set[str]):

@@ -171,6 +171,8 @@ class Autoscaler:
                 tracked.state = state
                 self.decisions.node(node_id, state)
         for node_id in [n for n in self._tracked if n not in provided and n not in views]:
+            if self._vanished(self._tracked[node_id]):
+                continue  # check_faults judges it first (a fault, replaced); then it goes
             del self._tracked[node_id]
             self._ours.discard(node_id)
             self.detector.forget(node_id)
@@ -198,11 +200,20 @@ class Autoscaler:
                 cause = "stalled" if reason and reason.startswith("no heartbeat") else "health"
             elif tracked.registered and node_id in provided:
                 reason, cause = "lease lapsed", "lapsed"
+            elif self._vanished(tracked):
+                reason, cause = "its process ended and it left the cluster", "lost"
             elif (not tracked.registered and tracked.started_at is not None
                   and mono - tracked.started_at > self.settings.start_timeout_s):
                 reason, cause = f"not registered within {self.settings.start_timeout_s:g} s", "start"
             if reason:
                 await self._fault(node_id, tracked, cause, reason, provided)
+
+    @staticmethod
+    def _vanished(tracked: "_Tracked") -> bool:
+        """A node that was in the cluster, gone from it and from the provider's list
+        without this leader stopping it or it draining first: a crash, SIGKILL, OOM."""
+        return (tracked.registered and not (tracked.faulty or tracked.stopping)
+                and tracked.state != "draining")
 
     async def _fault(self, node_id: str, tracked: _Tracked, cause: str, reason: str,
                      provided: dict[str, ProvidedNode]) -> None:
