@@ -73,9 +73,9 @@ async def test_stream_auto_restore_page(node, browser, tmp_path):
         await ctx.close()
 
 
-async def test_failover_subscriber_page(node, browser, tmp_path):
+async def test_failover_subscriber_page(node, browser, tmp_path, missing):
     if not (HLSJS_DIST / "hls.min.mjs").is_file():
-        pytest.skip("hls.js is not installed (npm install)")
+        missing("hls.js is not installed (npm install)")
     stream = f"demo-failover-{next(_names)}"
     pctx, publisher, _ = await open_demo(browser, f"{node.url}/web/restore.html?stream={stream}&source=counter")
     ctx, page, errors = await open_demo(browser, f"{node.url}/web/failover.html?stream={stream}")

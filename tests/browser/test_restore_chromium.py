@@ -270,9 +270,9 @@ async def test_max_tries_gives_up(node, open_page, site):
         assert gave_up["state"] == "FAILED"
 
 
-async def test_whep_refused_falls_back_to_hls_and_back(node, open_page, site):
+async def test_whep_refused_falls_back_to_hls_and_back(node, open_page, site, missing):
     if not (HLSJS_DIST / "hls.min.mjs").is_file():
-        pytest.skip("hls.js is not installed (npm install)")
+        missing("hls.js is not installed (npm install)")
     stream = stream_name("fallback")
     page = await open_page(site + "/")
     await page.evaluate(JS_START_PUB, {"urls": [node.url], "stream": stream,

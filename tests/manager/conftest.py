@@ -3,7 +3,6 @@ cluster stores (in-process and Redis) behind one parametrized fixture."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -67,10 +66,9 @@ class RedisServer:
 
 
 @pytest.fixture(scope="module")
-def redis_server():
+def redis_server(missing):
     if shutil.which("redis-server") is None:
-        reason = "redis-server is not installed (scripts/install-system.sh installs it)"
-        pytest.fail(reason, pytrace=False) if os.environ.get("CI") else pytest.skip(reason)
+        missing("redis-server is not installed")
     server = RedisServer(_free_port())
     server.start()
     yield server
