@@ -13,6 +13,7 @@ import pytest_asyncio
 from aiohttp import web
 
 import unbroken.web
+from test_restore_chromium import wait_js  # the shared poll helper
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(40)]
 
@@ -23,19 +24,6 @@ _names = itertools.count()
 
 def stream_name(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
-
-
-async def wait_js(page, expression: str, arg=None, timeout: float = 10.0, interval: float = 0.1):
-    """Poll an (async) JS function until it returns something truthy; return that value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        last = await page.evaluate(expression, arg)
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {expression}; last={last!r}")
-        await asyncio.sleep(interval)
 
 
 async def until(predicate, timeout: float, what: str, interval: float = 0.1):

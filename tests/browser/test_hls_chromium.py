@@ -15,6 +15,7 @@ import pytest_asyncio
 from aiohttp import web
 
 import unbroken.web
+from test_restore_chromium import wait_js  # the shared poll helper
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
@@ -92,18 +93,6 @@ async def hls_site(missing):
     await site.start()
     yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     await runner.cleanup()
-
-
-async def wait_js(page, expression, arg=None, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await page.evaluate(expression, arg)
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out: {expression}: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 def advancing(samples) -> list[int]:
