@@ -7,6 +7,7 @@ import time
 import pytest
 from aiohttp import web
 
+from unbroken.client.reattach import ReattachPolicy
 from unbroken.client.watchdogs import EventStreamWatch, StallWatchdog
 from unbroken.protocol.faults import Fault
 
@@ -102,6 +103,67 @@ async def test_an_event_stream_that_ends_is_session_closed():
         watch.start()
         await asyncio.wait_for(faults.arrived.wait(), 3)
         assert [name for name, _ in faults.seen] == [Fault.SESSION_CLOSED]
+    finally:
+        watch.stop()
+        await runner.cleanup()
+
+
+async def test_a_proxied_stream_that_ends_is_attached_again_while_media_flows():
+    """The proxy (a manager) restarts: the stream ends, the next try gets 503 (it does not
+    know the node yet), then the stream again; no fault, the events go on."""
+    calls = []
+
+    async def handler(request):
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            return web.json_response({"error": "node_not_known_yet"}, status=503)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(f"event: active\ndata: {{\"n\": {len(calls)}}}\n\n".encode())
+        if len(calls) == 1:
+            return resp  # the proxy went away
+        await asyncio.sleep(5)
+        return resp
+
+    runner, url = await event_server(handler)
+    events, faults = [], Faults()
+    watch = EventStreamWatch(url, None, 1.0, 3, lambda e, d: events.append((e, d)), faults,
+                             ReattachPolicy(waits_ms=(0, 50)), lambda: True)
+    try:
+        watch.start()
+        for _ in range(100):
+            if len(events) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert events == [("active", {"n": 1}), ("active", {"n": 3})]
+        assert watch.reattached == 1 and not faults.seen and len(calls) == 3
+    finally:
+        watch.stop()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("status, media_alive", [(404, True), (502, True), (503, False)])
+async def test_a_proxied_stream_is_given_up_when_the_session_is_gone(status, media_alive):
+    """404 (no such session), 502 (the node is failing) or dead media end it at once."""
+    calls = []
+
+    async def handler(request):
+        calls.append(1)
+        if len(calls) > 1:
+            return web.json_response({"error": "x"}, status=status)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        return resp
+
+    runner, url = await event_server(handler)
+    faults = Faults()
+    watch = EventStreamWatch(url, None, 1.0, 3, lambda e, d: None, faults,
+                             ReattachPolicy(), lambda: media_alive)
+    try:
+        watch.start()
+        await asyncio.wait_for(faults.arrived.wait(), 3)
+        assert [name for name, _ in faults.seen] == [Fault.SESSION_CLOSED]
+        assert len(calls) == (2 if media_alive else 1)
     finally:
         watch.stop()
         await runner.cleanup()

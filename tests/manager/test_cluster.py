@@ -66,6 +66,7 @@ async def test_whip_and_whep_through_the_manager_over_https(start_manager, start
             for viewer in viewers:
                 await viewer.wait_frames(5, 10)
                 assert viewer.events_url.startswith(manager.url + "/whep/cam/")
+                assert viewer.proxied  # the answer said Via: the node may outlive the manager
                 # the media is the node's: its ICE candidates, not the manager's port
                 assert str(manager.port) not in viewer.answer_sdp.split("a=candidate")[1].split("\n")[0]
             async with http.get(f"{manager.url}/api/v1/streams") as resp:
@@ -113,12 +114,23 @@ async def test_bad_input(start_manager, start_node):
     async with pinned_http(manager.fingerprint) as http:
         await wait_nodes(http, manager.url, 1)
         base = manager.url
-        # forged and unknown session paths
-        for path in ("/whep/cam/abc", "/whep/cam/Zm9yZ2Vk.abc", "/whip/cam/%2E%2E.x", "/whep/cam/!!.x"):
+        # forged and unknown session paths: never proxied; a well-formed one naming a node
+        # this just-started manager has not heard of is 503 for a heartbeat period (the
+        # node may be on its way back), then 404
+        for path in ("/whep/cam/abc", "/whip/cam/%2E%2E.x", "/whep/cam/!!.x"):
             async with http.delete(base + path) as resp:
                 assert resp.status == 404, path
-        async with http.get(base + "/whep/cam/b3JpZ2lu.abc/events") as resp:
-            assert resp.status == 404
+        for path in ("/whep/cam/Zm9yZ2Vk.abc", "/whep/cam/b3JpZ2lu.abc/events"):
+            async with http.get(base + "/healthz") as resp:
+                uptime = (await resp.json())["uptime"]
+            method = http.get if path.endswith("/events") else http.delete
+            async with method(base + path) as resp:
+                if uptime < 3.5:
+                    assert resp.status == 503, path
+                    assert (await resp.json())["error"] == "node_not_known_yet"
+                    assert resp.headers["Retry-After"] == "1"
+                elif uptime > 4.5:
+                    assert resp.status == 404, path
         # registration without (or with a wrong) node token
         record = {"node_id": "evil", "role": "origin", "url": "http://127.0.0.1:1"}
         async with http.put(f"{base}/api/v1/nodes/evil", json=record) as resp:

@@ -23,6 +23,10 @@ class RestoreOptions:
     # seed 004 "Missing pings" / "Pings check period": the session channel's server pings
     missing_pings: int = 3
     ping_period_ms: int = 250
+    # a session whose signaling went through a proxy (the stream manager) that broke while
+    # its media still flows: re-attach the signaling within this long, keeping the media
+    # session (a manager restart costs no gap); 0 = a new session at once
+    reattach_ms: int = 10000
     # seed 004 "Check bitrate": publisher's outbound bytes sampled every interval;
     # `bitrate_max_tries` zero samples in a row = publishing failed → republish
     bitrate_check: bool = True
@@ -56,6 +60,8 @@ class RestoreOptions:
             raise ValueError("retry waits cannot be negative")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
+        if self.reattach_ms < 0:
+            raise ValueError("reattach_ms cannot be negative")
         if self.missing_pings < 1 or not 50 <= self.ping_period_ms <= 60000:
             raise ValueError("missing_pings >= 1 and ping_period_ms in [50, 60000]")
         if self.bitrate_max_tries < 1 or self.bitrate_check_interval_ms < 20:

@@ -70,7 +70,7 @@ class WebRtcPlayAttempt(Attempt):
     async def open(self) -> None:
         s = self.settings
         self.signaling = Signaling(s.signaling, self.url, s.stream, s.token, s.options,
-                                   self._on_server_event, self.report_fault)
+                                   self._on_server_event, self.report_fault, self._media_flows)
         self.viewer = await self.signaling.play(
             decode=s.decode, on_frame=s.on_frame, on_state=self.connection_changed,
             wait_live_ms=WAIT_LIVE_MS,
@@ -78,6 +78,11 @@ class WebRtcPlayAttempt(Attempt):
         self.run_in_background(self.follow_frames(lambda: self.viewer.frames))
         if s.options.media_silence_ms:
             self._watch_silence(s.options.media_silence_ms / 1000)
+
+    def _media_flows(self) -> bool:
+        """Media arrived within the silence window (1 s when that check is off)."""
+        window = (self.settings.options.media_silence_ms or 1000) / 1000
+        return self.last_media_at is not None and time.monotonic() - self.last_media_at < window
 
     def _watch_silence(self, window: float) -> None:
         silence = StallWatchdog(Fault.MEDIA_SILENCE, lambda: self.viewer.packets,

@@ -24,6 +24,8 @@ from .whip import WhipPublisher
 __all__ = ["PublishAttempt", "Publisher"]
 
 FIRST_SAMPLE_POLL = 0.01  # s: outbound bytes polled this often until the first ones
+# the node's receiver reports come every 0.5-1.5 s: one this recent proves it receives us
+REPORT_PROVES_ALIVE_S = 2.5
 
 
 class PublishAttempt(Attempt):
@@ -50,7 +52,8 @@ class PublishAttempt(Attempt):
     async def open(self) -> None:
         self.tracks = self.source()
         self.signaling = Signaling(self.signaling_kind, self.url, self.stream, self.token,
-                                   self.options, self._on_server_event, self.report_fault)
+                                   self.options, self._on_server_event, self.report_fault,
+                                   self._node_receives)
         self.session = await self.signaling.publish(self.tracks, self.codec, self.connection_changed,
                                                     self.replaces)
         self._watch_bytes_sent()
@@ -84,6 +87,11 @@ class PublishAttempt(Attempt):
         while self.first_media_at is None:
             await bytes_sent()
             await asyncio.sleep(FIRST_SAMPLE_POLL)
+
+    async def _node_receives(self) -> bool:
+        """The node's receiver reports say it still gets our media."""
+        age = await self.session.report_age() if self.session is not None else None
+        return age is not None and age < REPORT_PROVES_ALIVE_S
 
     def _on_server_event(self, event: str, data: dict) -> None:
         if event == SseEvent.RECONNECT:

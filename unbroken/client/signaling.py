@@ -13,17 +13,18 @@ for stream events ("active", "inactive", "reconnect") and `on_fault(name, last_g
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from unbroken.protocol.faults import Fault
 from unbroken.protocol.states import SessionState, StreamState
 from unbroken.protocol.whip_whep import SseEvent
 
 from .options import RestoreOptions
+from .reattach import ReattachPolicy
 from .session import SessionClient, SessionViewer
 from .watchdogs import EventStreamWatch
 from .whep import WhepViewer
-from .whip import WhipPublisher
+from .whip import OfferAnswerSession, WhipPublisher
 
 __all__ = ["SIGNALING", "Signaling"]
 
@@ -37,7 +38,10 @@ class Signaling:
 
     def __init__(self, kind: str, url: str, stream: str, token: str | None,
                  options: RestoreOptions, on_event: Callable[[str, dict], None],
-                 on_fault: Callable[[str, float | None], None]) -> None:
+                 on_fault: Callable[[str, float | None], None],
+                 media_alive: Callable[[], Awaitable[bool] | bool] | None = None) -> None:
+        """`media_alive()`: the session's media proves it alive now (a proxied event
+        stream that breaks is re-attached meanwhile, see reattach.py)."""
         if kind not in SIGNALING:
             raise ValueError(f"signaling must be one of {SIGNALING}")
         self.kind = kind
@@ -47,6 +51,7 @@ class Signaling:
         self.options = options
         self.on_event = on_event
         self.on_fault = on_fault
+        self.media_alive = media_alive
         self.channel: SessionClient | None = None
         self._watch: EventStreamWatch | None = None
 
@@ -67,7 +72,7 @@ class Signaling:
                                 token=self.token, replaces=replaces, http_timeout=timeout,
                                 on_state=on_state)
         await session.start()
-        self._watch_events(session.events_url)
+        self._watch_events(session)
         return session
 
     async def play(self, **viewer_args) -> WhepViewer:
@@ -81,7 +86,7 @@ class Signaling:
         viewer = WhepViewer(self.url, self.stream, self.token, http_timeout=timeout,
                             **viewer_args)
         await viewer.start()
-        self._watch_events(viewer.events_url)
+        self._watch_events(viewer)
         return viewer
 
     def last_heard(self) -> float | None:
@@ -91,6 +96,11 @@ class Signaling:
         if self._watch is not None:
             return self._watch.last_heard
         return None
+
+    @property
+    def reattached(self) -> int:
+        """Times the signaling was attached again after its path broke (a proxy restart)."""
+        return self._watch.reattached if self._watch is not None else 0
 
     async def _open_channel(self) -> None:
         o = self.options
@@ -117,11 +127,14 @@ class Signaling:
         elif kind == "stream_state" and message.get("state") == StreamState.FAILED:
             self.on_fault(message.get("code") or Fault.STREAM_FAILED, time.monotonic())
 
-    def _watch_events(self, events_url: str | None) -> None:
-        if events_url:
-            self._watch = EventStreamWatch(events_url, self.token, self._period,
+    def _watch_events(self, session: OfferAnswerSession) -> None:
+        if session.events_url:
+            reattach = None
+            if session.proxied:  # the node may outlive a broken path to the proxy
+                reattach = ReattachPolicy(max_ms=self.options.reattach_ms)
+            self._watch = EventStreamWatch(session.events_url, self.token, self._period,
                                            self.options.missing_pings, self.on_event,
-                                           self.on_fault)
+                                           self.on_fault, reattach, self.media_alive)
             self._watch.start()
 
     async def close(self) -> None:

@@ -13,6 +13,8 @@ import aiohttp
 
 from unbroken.protocol.faults import Fault
 
+from .reattach import ReattachPolicy
+
 __all__ = ["EventStreamWatch", "FaultCallback", "StallWatchdog"]
 
 log = logging.getLogger("unbroken.client.watchdogs")
@@ -70,52 +72,115 @@ class StallWatchdog:
 class EventStreamWatch:
     """Reads a session's server-sent events (with `keepalive_ms`), hands events to
     `on_event`, and reports a fault when the stream ends (``Fault.SESSION_CLOSED``) or
-    `missing` keep-alive periods pass in silence (``Fault.MISSING_PINGS``)."""
+    `missing` keep-alive periods pass in silence (``Fault.MISSING_PINGS``).
+
+    `reattach`: the session came through a proxy (see ``reattach.py``): a stream that
+    ends, or a proxy that cannot be reached, is re-attached while `media_alive()` says
+    the session lives and the policy allows; a fault only when it says the session is
+    gone. None: the node itself served the stream, its end is the session's end."""
 
     def __init__(self, url: str, token: str | None, period: float, missing: int,
-                 on_event: Callable[[str, dict], None], on_fault: FaultCallback) -> None:
+                 on_event: Callable[[str, dict], None], on_fault: FaultCallback,
+                 reattach: ReattachPolicy | None = None,
+                 media_alive: Callable[[], Awaitable[bool] | bool] | None = None) -> None:
         self.url = url
         self.token = token
         self.period = period
         self.missing = missing
         self.on_event = on_event
         self.on_fault = on_fault
+        self.reattach = reattach
+        self.media_alive = media_alive
         self.last_heard = time.monotonic()
+        self.reattached = 0  # times the stream was attached again after a loss
+        self._reattaching = False  # keep-alives are not expected meanwhile
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._watch())]
 
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
 
-    async def _read(self) -> None:
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=None)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            status = await self._read(http)
+            if status is not None and status != 200:
+                log.warning("event stream refused", extra={"status": status})
+                return  # the node has no event stream for us: watch media only
+            while await self._attach_again(http):
+                pass
+        self._stop_watch()
+        self.on_fault(Fault.SESSION_CLOSED, self.last_heard)
+
+    async def _attach_again(self, http: aiohttp.ClientSession) -> bool:
+        """After a lost stream: True once it reads again (and was lost again), False when
+        the session is gone."""
+        if self.reattach is None:
+            return False
+        self._reattaching = True
+        lost_at = time.monotonic()
+        status: int | None = None
+        tries = 0
+        try:
+            while True:
+                wait = self.reattach.next_wait(status, tries, time.monotonic() - lost_at,
+                                               await self._media_alive())
+                if wait is None:
+                    log.info("event stream not attached again", extra={
+                        "status": status, "tries": tries,
+                        "after": round(time.monotonic() - lost_at, 3)})
+                    return False
+                await asyncio.sleep(wait)
+                tries += 1
+                status = await self._read(http, lost_at)
+                if status == 200:
+                    return True  # it was read again until it ended once more
+        finally:
+            self._reattaching = False
+
+    async def _media_alive(self) -> bool:
+        if self.media_alive is None:
+            return False
+        alive = self.media_alive()
+        if asyncio.iscoroutine(alive):
+            alive = await alive
+        return bool(alive)
+
+    async def _read(self, http: aiohttp.ClientSession, lost_at: float | None = None) -> int | None:
+        """Read the stream until it ends: its HTTP status, None when it could not be
+        reached. `lost_at`: this is a re-attach of a stream lost then."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = f"{self.url}?keepalive_ms={max(100, int(self.period * 1000))}"
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=None)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http:
-                async with http.get(url, headers=headers) as resp:
-                    if resp.status != 200:
-                        log.warning("event stream refused", extra={"status": resp.status})
-                        return  # the node has no event stream for us: watch media only
-                    event = ""
-                    async for raw in resp.content:
-                        self.last_heard = time.monotonic()
-                        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                        if line.startswith("event:"):
-                            event = line[6:].strip()
-                        elif line.startswith("data:") and event:
-                            self.on_event(event, _event_data(line[5:].strip()))
-                            event = ""
+            async with http.get(url, headers=headers) as resp:
+                if resp.status != 200:
+                    return resp.status
+                if lost_at is not None:
+                    self.reattached += 1
+                    self.last_heard = time.monotonic()
+                    self._reattaching = False
+                    log.info("event stream attached again", extra={
+                        "url": self.url, "after": round(self.last_heard - lost_at, 3)})
+                event = ""
+                async for raw in resp.content:
+                    self.last_heard = time.monotonic()
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:") and event:
+                        self.on_event(event, _event_data(line[5:].strip()))
+                        event = ""
+                log.info("event stream ended", extra={"url": self.url})
+                return 200
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            log.info("event stream failed", extra={"error": repr(exc)})
-        self._stop_watch()
-        self.on_fault(Fault.SESSION_CLOSED, self.last_heard)
+            log.info("event stream failed", extra={"url": self.url, "error": repr(exc)})
+            return None
 
     def _stop_watch(self) -> None:
         if len(self._tasks) == 2:
@@ -125,7 +190,7 @@ class EventStreamWatch:
         limit = self.period * self.missing
         while True:
             await asyncio.sleep(self.period / 2)
-            if time.monotonic() - self.last_heard > limit:
+            if not self._reattaching and time.monotonic() - self.last_heard > limit:
                 self._tasks[0].cancel()
                 self.on_fault(Fault.MISSING_PINGS, self.last_heard)
                 return

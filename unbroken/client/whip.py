@@ -88,6 +88,7 @@ class OfferAnswerSession:
         self.video_codecs: dict[int, str] = {}  # answered video payload types -> mime type
         self.codec: str | None = None  # video mime type, e.g. "video/H264"
         self.events_url: str | None = None  # the session's server-sent events, if offered
+        self.proxied = False  # the answer came through a proxy (a ``Via`` header)
         self.post_query = ""  # e.g. "?wait_live_ms=1000" (WHEP)
         self._ice_servers = ice_servers or []  # aiortc's default is a public STUN server
         # a silent path must not hold a connect for long: the SDK tries elsewhere instead
@@ -187,6 +188,7 @@ class OfferAnswerSession:
             if not location:
                 raise self.error_class(resp.status, "answer without a Location header")
             events = parse_events_link(resp.headers.getall("Link", []))
+            self.proxied = "Via" in resp.headers
             self.events_url = urljoin(self.url, events) if events else None
             return body, urljoin(self.url, location)
 
@@ -230,6 +232,17 @@ class WhipPublisher(OfferAnswerSession):
             transceiver = pc.addTransceiver(SessionTrack(track), direction="sendonly")
             if track.kind == "video" and self.video_codec:
                 transceiver.setCodecPreferences(video_codec_preferences(self.video_codec))
+
+    async def report_age(self) -> float | None:
+        """Seconds since the node's last receiver report on any of our streams (RTCP,
+        every 0.5-1.5 s while the node receives us), None before the first."""
+        if self.pc is None:
+            return None
+        stats = await self.pc.getStats()
+        stamps = [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
+        if not stamps:
+            return None
+        return (datetime.datetime.now(datetime.timezone.utc) - max(stamps)).total_seconds()
 
 
 class SessionTrack(MediaStreamTrack):

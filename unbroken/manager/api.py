@@ -17,7 +17,7 @@ from unbroken.httpkit.static import WEB_DIR
 from .cluster import nodes_json, streams_json
 from .feed import sse
 from .model import InvalidRecord, NodeRecord
-from .registry import InvalidTransition, StaleRecord, UnknownNode
+from .registry import HEARTBEAT_S, InvalidTransition, StaleRecord, UnknownNode
 from .http_common import check_group, route_error, stream_name
 from .routing import RouteError, RouteKind, upstream_candidates
 from .service import MANAGER, Manager
@@ -26,7 +26,6 @@ from .store import StoreUnavailable
 __all__ = ["add_routes"]
 
 MAX_RECORD_BYTES = 256 * 1024
-HEARTBEAT_S = 1.0
 FEED_KEEPALIVE_S = 10.0
 
 

@@ -35,6 +35,7 @@ _HOP = frozenset(h.lower() for h in (
     "Sec-WebSocket-Version", "Sec-WebSocket-Extensions", "Sec-WebSocket-Accept",
     "Sec-WebSocket-Protocol"))
 _REWRITTEN = ("Location", "Link")
+VIA = "unbroken-manager"  # our pseudonym in the Via header of proxied answers
 MAX_WS_MESSAGE = 4 * 1024 * 1024
 WS_CLOSE_TIMEOUT = 2.0
 
@@ -105,6 +106,8 @@ class NodeProxy:
                 if key in _REWRITTEN:
                     value = rewrite_location(_relative(value, view.record.url), view.node_id)
                 response.headers.add(key, value)
+            # a proxy says so (RFC 9110 7.6.3): clients then know the node may outlive us
+            response.headers.add("Via", f"{upstream.version.major}.{upstream.version.minor} {VIA}")
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             self.metrics.proxied.labels(kind, str(upstream.status)).inc()

@@ -48,8 +48,13 @@ def _refuse_when_draining(manager: Manager) -> None:
 
 
 def target(manager: Manager, node_id: str) -> NodeView:
-    """A registered node whose lease holds; 404 for anything else (forged, gone)."""
+    """A registered node whose lease holds; 404 for anything else (forged, gone), except
+    a node not heard of by a manager that has just started: 503 (it may be one whose
+    first heartbeat here is still to come; its clients keep their sessions)."""
     view = manager.registry.view(node_id)
+    if view is None and manager.learning_nodes():
+        raise HttpError(503, "node_not_known_yet", "this manager has just started and does "
+                        "not know that node yet", {"Retry-After": "1"})
     if view is None or not view.live(manager.registry.clock()):
         raise HttpError(404, "no_such_session", "no such session")
     return view

@@ -25,6 +25,7 @@ from .store import ClusterEvent, ClusterSnapshot, ClusterStore, EventKind, Event
 
 __all__ = [
     "DEFAULT_LEASE_S",
+    "HEARTBEAT_S",
     "InvalidTransition",
     "NodeCheck",
     "NodeView",
@@ -38,6 +39,7 @@ __all__ = [
 log = logging.getLogger("unbroken.manager.registry")
 
 DEFAULT_LEASE_S = 3.0
+HEARTBEAT_S = 1.0  # how often nodes are told to heartbeat
 SWEEP_INTERVAL_S = 0.25
 CHECK_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 3.0

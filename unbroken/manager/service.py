@@ -7,11 +7,11 @@ import time
 from aiohttp import web
 
 from .config import ManagerConfig
+from .heartbeat_links import HeartbeatLinks
 from .feed import ClusterFeed
 from .metrics import ManagerMetrics
 from .proxy import NodeProxy, ProxySettings
-from .heartbeat_links import HeartbeatLinks
-from .registry import Registry
+from .registry import HEARTBEAT_S, Registry
 from .routing import RouteAnswer, Router, RouteKind
 from .store import ClusterStore, open_store
 
@@ -48,6 +48,11 @@ class Manager:
         self.autoscaler, self._prober = build_autoscaler(
             self.config, self.registry, self.metrics.registry, self.feed.record, url, fingerprint, cert_file)
         await self.autoscaler.start()
+
+    def learning_nodes(self) -> bool:
+        """Just started: a node missing from the registry may be one that has not sent its
+        first heartbeat here yet (a restarted manager with an in-process store)."""
+        return time.time() - self.started_at < self.registry.lease_s + HEARTBEAT_S
 
     def _heartbeat_connection_closed(self, node_id: str) -> None:
         if not self.draining:  # our own shutdown closes every connection: no verdict
