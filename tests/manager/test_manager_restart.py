@@ -1,9 +1,10 @@
 """A manager restart with real processes: media never crosses the manager, so a
 publisher and a viewer that came through it keep their media sessions (same Locations,
 no restore, no missing frame) while the only manager is SIGKILLed and started again;
-their event streams, which do cross it, are attached again through the restarted
-manager (503 until it knows the node again); the restarted manager learns the nodes
-and the stream back from their heartbeats."""
+their signaling, which does cross it, is attached again through the restarted manager
+(503 until it knows the node again): the event streams of WHIP/WHEP sessions, or the
+session channel, which the node keeps for a resume; the restarted manager learns the
+nodes and the stream back from their heartbeats."""
 
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ pytestmark = pytest.mark.timeout(90)
 OPTIONS = dict(network_watch=False)
 
 
-async def test_the_only_manager_restarts_and_media_goes_on(start_node):
-    manager = HttpManager().start()
+@pytest.mark.parametrize("signaling, stop", [("http", "kill"), ("session", "kill"),
+                                             ("http", "term"), ("session", "term")])
+async def test_the_only_manager_restarts_and_media_goes_on(start_node, signaling, stop):
+    """`stop`: SIGKILL, or SIGTERM (the manager drains for 1 s, then closes what it
+    relays: the node keeps session channels it was relaying for a resume)."""
+    manager = HttpManager(args=["--drain-timeout", "1"]).start()
     try:
         start_node(*manager.node_args("origin"))
         async with aiohttp.ClientSession() as http:
@@ -33,17 +38,20 @@ async def test_the_only_manager_restarts_and_media_goes_on(start_node):
             sub_events: list = []
             log = FrameLog()
             publisher = await Publisher(manager.url, "cam", source=clocked_source(time.monotonic()),
-                                        codec="vp8", on_event=pub_events.append,
+                                        codec="vp8", on_event=pub_events.append, signaling=signaling,
                                         options=RestoreOptions(**OPTIONS)).start()
             viewer = await Subscriber(manager.url, "cam", on_frame=log, on_event=sub_events.append,
-                                      options=RestoreOptions(**OPTIONS)).start()
+                                      signaling=signaling, options=RestoreOptions(**OPTIONS)).start()
             try:
                 await asyncio.sleep(1.5)
                 sessions = (publisher.attempt.session.location, viewer.attempt.viewer.location)
                 mark = log.mark()
-                manager.proc.kill()
-                manager.proc.wait(5)
                 killed_at = time.monotonic()
+                if stop == "kill":
+                    manager.proc.kill()
+                else:
+                    manager.proc.terminate()
+                assert await asyncio.to_thread(manager.proc.wait, 10) == (-9 if stop == "kill" else 0)
                 await asyncio.sleep(0.5)
                 # off the loop: start() waits for the manager, and the loop runs our media
                 await asyncio.to_thread(manager.restart)
@@ -54,7 +62,7 @@ async def test_the_only_manager_restarts_and_media_goes_on(start_node):
                         return "cam" in str(await resp.json())
 
                 await until(stream_known, 10, "the restarted manager knows the stream")
-                await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - killed_at)))
+                await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - killed_at)))
                 print(f"publisher events {[(e.kind, e.reason) for e in pub_events]}")
                 print(f"viewer events {[(e.kind, e.reason) for e in sub_events]}")
                 print(f"viewer: {log.fps(mark):.1f} fps, largest counter gap "

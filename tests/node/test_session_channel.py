@@ -745,3 +745,67 @@ async def test_wait_live_and_replaces_over_the_session_channel(start_node):
     finally:
         await view_session.close()
         await pub_session.close()
+
+
+# -- resume: a socket through a proxy breaks, the node keeps its streams ------------------
+
+VIA = {"Via": "1.1 unbroken-manager"}
+
+
+async def test_a_proxied_socket_that_breaks_is_resumed_with_its_streams(start_node, tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text("[node]\nsession_resume_ms = 1500\n")
+    node = start_node("--config", str(config))
+    first = await Raw.open(node.url, HELLO, headers=VIA)
+    welcome = first.welcome
+    assert welcome["proxied"] and welcome["resume_token"] and welcome["node"].startswith("standalone-")
+    assert welcome["limits"]["resume_ms"] == 1500
+    await first.send({"type": "publish", "id": "p1", "stream": "kept", "sdp": await offer_sdp()})
+    answer = await first.next(types=("answer",))
+    # the path breaks: no close frame, the connection just ends
+    first.ws._response.connection.transport.abort()
+    await first.http.close()
+    await asyncio.sleep(0.3)
+    assert answer["session"] in await media_sessions(node.url)  # kept for a resume
+    # a wrong token resumes nothing (and leaves the parked session alone)
+    wrong = await Raw.open(node.url, {**HELLO, "resume": welcome["session"],
+                                      "resume_token": "nope"}, headers=VIA)
+    assert not wrong.welcome["resumed"] and wrong.welcome["session"] != welcome["session"]
+    await wrong.close()
+    second = await Raw.open(node.url, {**HELLO, "resume": welcome["session"],
+                                       "resume_token": welcome["resume_token"]}, headers=VIA)
+    try:
+        assert second.welcome["resumed"] and second.welcome["session"] == welcome["session"]
+        channels = (await api(node.url, "/api/v1/channels"))["channels"]
+        assert [c["streams"]["p1"]["session"] for c in channels] == [answer["session"]]
+        await second.send({"type": "stop", "id": "p1"})  # the stream is this socket's now
+        state = await second.next(types=("stream_state",))
+        assert (state["id"], state["state"]) == ("p1", "FAILED") or state["state"] in (
+            "UNPUBLISHED", "STOPPED"), state
+    finally:
+        await second.close()
+
+    # not resumed in time: the streams are released when the window ends
+    third = await Raw.open(node.url, HELLO, headers=VIA)
+    await third.send({"type": "publish", "id": "p2", "stream": "gone", "sdp": await offer_sdp()})
+    gone = (await third.next(types=("answer",)))["session"]
+    third.ws._response.connection.transport.abort()
+    await third.http.close()
+    await asyncio.sleep(0.5)
+    assert gone in await media_sessions(node.url)
+    await asyncio.sleep(1.5)
+    assert gone not in await media_sessions(node.url)
+    assert not (await api(node.url, "/api/v1/channels"))["channels"]
+
+
+async def test_a_direct_socket_that_breaks_releases_its_streams_at_once(srv):
+    raw = await Raw.open(srv.url, HELLO)
+    assert not raw.welcome["proxied"]
+    await raw.send({"type": "publish", "id": "p1", "stream": "direct", "sdp": await offer_sdp()})
+    session = (await raw.next(types=("answer",)))["session"]
+    raw.ws._response.connection.transport.abort()
+    await raw.http.close()
+    deadline = time.monotonic() + 2
+    while session in await media_sessions(srv.url):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)

@@ -119,7 +119,11 @@ def test_ping_bounds():
 def test_server_messages_have_the_documented_fields():
     welcome = proto.welcome("sid", 250, 4, {"max_streams": 8})
     assert welcome == {"type": "welcome", "version": 1, "session": "sid", "ping_interval": 250,
-                       "missing_pings": 4, "limits": {"max_streams": 8}, "draining": False}
+                       "missing_pings": 4, "limits": {"max_streams": 8}, "draining": False,
+                       "resumed": False, "proxied": False}
+    assert proto.welcome("sid", 250, 4, {}, resume_token="t", resumed=True)["resume_token"] == "t"
+    assert proto.hello(resume=("sid", "t")) == {"type": "hello", "version": 1, "resume": "sid",
+                                                "resume_token": "t"}
     assert proto.answer("p1", "cam", "v=0", "m1", "/whip/cam/m1") == {
         "type": "answer", "id": "p1", "stream": "cam", "sdp": "v=0", "session": "m1",
         "resource": "/whip/cam/m1"}

@@ -31,10 +31,12 @@ import itertools
 import logging
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 import aiohttp
 
+from unbroken.client.reattach import ReattachPolicy
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
 from unbroken.protocol import session as proto
@@ -115,6 +117,12 @@ class SessionClient:
         self.closing: dict | None = None  # the session_closing message, once received
         self.answer_pings = True  # False: stop answering (tests: a client gone silent)
         self.streams: dict[str, SessionStream] = {}
+        # resume the session when a socket through a proxy breaks (see reattach.py):
+        # the policy, and what proves our media alive meanwhile
+        self.reattach: ReattachPolicy | None = None
+        self.media_alive: Callable[[], Awaitable[bool] | bool] | None = None
+        self.resuming = False
+        self.resumed = 0  # times another socket took the session over
         self._http = http
         self._own_http = http is None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -130,13 +138,8 @@ class SessionClient:
         interval_ms = None if self.requested_interval is None else \
             round(self.requested_interval * 1000)
         try:
-            self._ws = await self._http.ws_connect(
-                self.url, heartbeat=None, autoping=True, max_msg_size=4 * 1024 * 1024,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                receive_timeout=None)
-            await self._ws.send_str(proto.encode(proto.hello(
-                interval_ms, self.missing_pings or None, self.token, self.client_name)))
-            welcome = await self._first_message()
+            welcome = await self._open_socket(proto.hello(
+                interval_ms, self.missing_pings or None, self.token, self.client_name))
         except BaseException:
             await self._discard()
             raise
@@ -152,6 +155,70 @@ class SessionClient:
         if self.check_period:
             self._tasks.append(asyncio.ensure_future(self._watch_pings()))
         return self
+
+    async def _open_socket(self, hello: dict) -> dict:
+        """Open the socket (``self._ws``), send `hello`; the node's welcome."""
+        previous, self._ws = self._ws, None
+        if previous is not None and not previous.closed:
+            asyncio.ensure_future(previous.close())  # broken: bounded by ws_close
+        url = self.url
+        if "resume" in hello and self.welcome and self.welcome.get("node"):
+            url = f"{url}?node={quote(self.welcome['node'], safe='')}"  # the node keeping it
+        self._ws = await self._http.ws_connect(
+            url, heartbeat=None, autoping=True, max_msg_size=4 * 1024 * 1024,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0), receive_timeout=None)
+        await self._ws.send_str(proto.encode(hello))
+        return await self._first_message()
+
+    def _can_resume(self) -> bool:
+        welcome = self.welcome or {}
+        return (self.reattach is not None and bool(welcome.get("proxied"))
+                and bool(welcome.get("resume_token")) and bool(self.streams))
+
+    async def _resume(self, code: str, reason: str) -> None:
+        """The socket through a proxy broke: open another one that resumes this session
+        (the node keeps its streams meanwhile) while the policy and our media allow;
+        FAILED with the original code otherwise."""
+        self.resuming = True
+        lost_at = time.monotonic()
+        status: int | None = None
+        tries = 0
+        logger.info("session %s: socket lost (%s), resuming", self.id, reason)
+        while True:
+            alive = self.media_alive() if self.media_alive is not None else False
+            if asyncio.iscoroutine(alive):
+                alive = await alive
+            wait = self.reattach.next_wait(status, tries, time.monotonic() - lost_at, alive)
+            if wait is None:
+                logger.info("session %s: not resumed (last answer %s, media alive %s, "
+                            "%d tries)", self.id, status, alive, tries)
+                self.resuming = False
+                self._fail(code, reason)
+                return
+            await asyncio.sleep(wait)
+            tries += 1
+            hello = proto.hello(round(self.ping_interval * 1000), self.missing_pings or None,
+                                self.token, self.client_name,
+                                resume=(self.id, self.welcome["resume_token"]))
+            try:
+                welcome = await self._open_socket(hello)
+            except aiohttp.WSServerHandshakeError as exc:
+                status = exc.status
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError, SessionError) as exc:
+                logger.info("session %s: resume try failed: %r", self.id, exc)
+                status = None
+                continue
+            self.resuming = False
+            if not welcome.get("resumed"):
+                self._fail(code, "the node no longer keeps the session")
+                return
+            self.welcome = welcome
+            self.resumed += 1
+            self.last_ping_at = time.monotonic()
+            logger.info("session %s: resumed after %.3f s", self.id, self.last_ping_at - lost_at)
+            self._tasks.append(asyncio.ensure_future(self._read_loop()))
+            return
 
     async def _first_message(self) -> dict:
         try:
@@ -262,12 +329,19 @@ class SessionClient:
                                   aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                     break
         except (aiohttp.ClientError, ConnectionError) as exc:
-            self._fail("connection_lost", repr(exc))
+            self._lost(repr(exc))
             return
         if self.closing is not None:
             self._fail(self.closing.get("code", "closed"), self.closing.get("reason", ""))
         else:
-            self._fail("connection_lost", f"socket closed ({ws.close_code})")
+            self._lost(f"socket closed ({ws.close_code})")
+
+    def _lost(self, reason: str) -> None:
+        """The socket broke without the node closing the session."""
+        if self.state == proto.ESTABLISHED and self._can_resume():
+            self._tasks.append(asyncio.ensure_future(self._resume("connection_lost", reason)))
+        else:
+            self._fail("connection_lost", reason)
 
     async def _handle(self, message: dict) -> None:
         self.messages.append(message)
@@ -298,7 +372,9 @@ class SessionClient:
         """FAILED when no ping arrived for ``check_period`` (``missing_pings`` in a row)."""
         while self.state == proto.ESTABLISHED:
             wait = self.last_ping_at + self.check_period - time.monotonic()
-            if wait <= 0:
+            if self.resuming:  # no pings come meanwhile: the resume decides
+                wait = self.check_period
+            elif wait <= 0:
                 self._fail("missing_pings", f"{self.missing_pings} pings missing "
                                             f"(none for {self.check_period:g} s)")
                 return

@@ -100,6 +100,8 @@ class Signaling:
     @property
     def reattached(self) -> int:
         """Times the signaling was attached again after its path broke (a proxy restart)."""
+        if self.channel is not None:
+            return self.channel.resumed
         return self._watch.reattached if self._watch is not None else 0
 
     async def _open_channel(self) -> None:
@@ -108,6 +110,8 @@ class Signaling:
             self.url, self.token, missing_pings=o.missing_pings,
             ping_period=self._period * o.missing_pings, on_state=self.on_channel_state,
             on_message=self.on_channel_message, connect_timeout=o.connect_timeout_s)
+        self.channel.reattach = ReattachPolicy(max_ms=o.reattach_ms)
+        self.channel.media_alive = self.media_alive
         await self.channel.connect()
 
     def on_channel_state(self, state: str, code: str | None, reason: str | None) -> None:

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from unbroken.httpkit.errors import HttpError
+from unbroken.protocol.channel_codes import ChannelClose, close_code
 
 from .metrics import ManagerMetrics
 from .model import NodeRecord
@@ -201,6 +202,10 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
     up = asyncio.create_task(_pump(client, upstream))
     try:
         await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # the manager stops: the node keeps the session's streams for the client's resume
+        await asyncio.shield(upstream.close(code=close_code(ChannelClose.PROXY_GONE)))
+        raise
     finally:
         for task in (down, up):
             task.cancel()
@@ -222,6 +227,9 @@ def forward_headers(request: web.Request) -> dict[str, str]:
     headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
     headers["X-Forwarded-Proto"] = request.scheme
     headers["X-Forwarded-Host"] = request.host
+    prior_via = request.headers.get("Via")
+    via = f"{request.version.major}.{request.version.minor} {VIA}"
+    headers["Via"] = f"{prior_via}, {via}" if prior_via else via
     return headers
 
 

@@ -168,7 +168,8 @@ async def options(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.StreamResponse:
     """GET /ws[?stream=NAME&kind=publish|play]: the socket goes to the node that route
     would pick for that stream; without a stream, to the less loaded of two serving
-    publisher-taking nodes (a socket may then publish and play there)."""
+    publisher-taking nodes (a socket may then publish and play there). ``?node=ID``: to
+    that node only (a client resuming its session there)."""
     manager = _manager(request)
     _refuse_when_draining(manager)
     stream = request.query.get("stream")
@@ -178,6 +179,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if stream is not None:
         check_stream(stream)
     group = check_group(request)
+    node = request.query.get("node")
+    if node is not None:  # a resume: only that node keeps the session
+        return await manager.proxy.websocket(request, target(manager, node), request.path_qs)
     for attempt in range(ROUTE_ATTEMPTS):
         if stream is None:
             view = _any_node(manager, group)

@@ -23,6 +23,8 @@ __all__ = ["RunningManager", "run", "serve", "start"]
 
 log = logging.getLogger("unbroken.manager")
 
+SHUTDOWN_GRACE_S = 0.5
+
 
 @dataclass
 class RunningManager:
@@ -58,7 +60,10 @@ def _tls(config: ManagerConfig) -> tuple[ssl.SSLContext | None, str | None, str 
 async def start(config: ManagerConfig) -> RunningManager:
     context, fingerprint, cert_file = _tls(config)
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # after our own drain, what still runs (event streams, sockets being relayed) gets
+    # this long, then is cancelled (a relayed session socket is closed 'proxy_gone')
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     app[MANAGER].links.watch(runner.server)  # a closed heartbeat connection: check at once
     site = web.TCPSite(runner, config.host, config.port, ssl_context=context, reuse_address=True)

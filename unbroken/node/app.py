@@ -11,6 +11,7 @@ from unbroken.httpkit.ratelimit import ClientLimits, client_limits
 
 from .admission import Admission
 from .config import NodeConfig
+from .channel.limits import Limits
 from .figures import live_figures
 from .http_common import ADMISSION, STATE
 from .relay import ManagerUpstreams, Relay, StaticUpstreams, UpstreamLocator
@@ -83,5 +84,5 @@ def create_app(config: NodeConfig) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     # after state.stop: sockets get their streams' final states, then their close
-    session_channel.setup(app)
+    session_channel.setup(app, Limits(resume_ms=config.session_resume_ms))
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from unbroken.httpkit.config import check_types, load_settings
 
@@ -27,6 +28,9 @@ class NodeConfig:
     max_body_bytes: int = 64 * 1024
     # seconds to wait for sessions to end after SIGTERM before closing them
     drain_timeout: float = 5.0
+    # a session channel that came through a proxy (the stream manager) and broke keeps its
+    # streams this long for the client to resume it (ms; 0 = never)
+    session_resume_ms: int = 10000
     log_level: str = "info"
     # HLS fallback (docs/hls.md): "on_demand" packages a stream while HLS requests come,
     # "always" packages every H264 stream from its start, "off" serves no HLS
@@ -96,6 +100,8 @@ class NodeConfig:
             raise ValueError("max_sessions and max_body_bytes must be positive")
         if self.retry_after < 0 or self.drain_timeout < 0:
             raise ValueError("retry_after and drain_timeout must not be negative")
+        if not 0 <= self.session_resume_ms <= 600_000:
+            raise ValueError("session_resume_ms must be between 0 and 600000")
         if self.on_publisher_conflict not in ("reject", "replace"):
             raise ValueError("on_publisher_conflict must be 'reject' or 'replace'")
         if not 0.1 <= self.media_timeout <= 60:
@@ -123,6 +129,14 @@ class NodeConfig:
             return self.advertise.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def cluster_id(self) -> str:
+        """The node's id in a cluster: `node_id`, or ROLE-HOST-PORT of its advertised URL."""
+        if self.node_id:
+            return self.node_id
+        parts = urlsplit(self.advertise_url)
+        return f"{self.role}-{parts.hostname}-{parts.port or 80}"
 
     def _validate_cluster(self) -> None:
         if self.role not in ROLES:

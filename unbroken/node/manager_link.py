@@ -17,7 +17,7 @@ import os
 import secrets
 import ssl
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
@@ -84,7 +84,7 @@ class ManagerLink:
     def __init__(self, state: NodeState, config: NodeConfig) -> None:
         self.state = state
         self.config = config
-        self.node_id = config.node_id or _default_id(config)
+        self.node_id = config.cluster_id
         self.instance = secrets.token_hex(8)
         self.seq = 0
         self.registered = False
@@ -170,8 +170,3 @@ class ManagerLink:
             return []
         return [entry["url"] for entry in body.get("upstreams", [])
                 if isinstance(entry, dict) and isinstance(entry.get("url"), str)]
-
-
-def _default_id(config: NodeConfig) -> str:
-    parts = urlsplit(config.advertise_url)
-    return f"{config.role}-{parts.hostname}-{parts.port or 80}"

@@ -189,11 +189,12 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     keepalive = _keepalive_interval(request)
     await response.prepare(request)
     channel = session.events
-    initial = "active" if session.stream.live else "inactive"
-    await response.write(sse_frame(initial, {}))
+    queue = channel.attach()
     try:
+        initial = "active" if session.stream.live else "inactive"
+        await response.write(sse_frame(initial, {}))
         while True:
-            item = await channel.next(keepalive)
+            item = await channel.next(queue, keepalive)
             if item is None:
                 break
             event, data = item
@@ -202,6 +203,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             await response.write(sse_frame(event, data) if event else b": keep-alive\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    finally:
+        channel.detach(queue)
     return response
 
 

@@ -36,6 +36,9 @@ class ChannelClose(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     RATE_LIMITED = "rate_limited"
     SLOW_READER = "slow_reader"
+    # a proxy (the stream manager) between client and node stops: the node keeps the
+    # session's streams for a resume, as when the socket breaks
+    PROXY_GONE = "proxy_gone"
 
 
 CLOSE_CODES: dict[str, int] = {
@@ -49,6 +52,7 @@ CLOSE_CODES: dict[str, int] = {
     ChannelClose.UNSUPPORTED_VERSION: 4003,
     ChannelClose.RATE_LIMITED: 4008,
     ChannelClose.SLOW_READER: 4009,
+    ChannelClose.PROXY_GONE: 4010,
 }
 
 

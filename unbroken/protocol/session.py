@@ -49,8 +49,8 @@ __all__ = [
     "MAX_PING_INTERVAL_MS", "MAX_SEQ", "MAX_STREAMS", "MEDIA_TIMEOUT", "MESSAGES_PER_SECOND",
     "MESSAGE_BURST", "MESSAGE_TOO_BIG", "MIN_MISSING_PINGS", "MIN_PING_INTERVAL_MS",
     "NEGOTIATION_FAILED", "NODE_SHUTDOWN", "NOT_LIVE", "PATH", "PEER_CLOSED", "PING_TIMEOUT",
-    "PLAYING", "PROTOCOL_VERSION", "PUBLISHING", "RATE_LIMITED", "REPLACED", "REPLACES",
-    "SERVER_MESSAGE_TYPES", "SESSION_CLOSED", "SESSION_LOST", "SESSION_STATES", "SLOW_READER",
+    "PLAYING", "PROTOCOL_VERSION", "PROXY_GONE", "PUBLISHING", "RATE_LIMITED", "REPLACED", "REPLACES",
+    "RESUME_MS", "SERVER_MESSAGE_TYPES", "SESSION_CLOSED", "SESSION_LOST", "SESSION_STATES", "SLOW_READER",
     "STOPPED", "STOPPED_BY_CLIENT", "STREAM_BUSY", "STREAM_EVENTS", "STREAM_STATES",
     "SUPPORTED_VERSIONS", "TERMINAL_STATES", "TOO_MANY_SESSIONS", "TOO_MANY_STREAMS",
     "UNAUTHORIZED", "UNKNOWN_ID", "UNKNOWN_TYPE", "UNPUBLISHED", "UNSUPPORTED_VERSION",
@@ -114,6 +114,7 @@ PING_TIMEOUT = ChannelClose.PING_TIMEOUT
 MESSAGE_TOO_BIG = ChannelClose.MESSAGE_TOO_BIG
 SLOW_READER = ChannelClose.SLOW_READER
 CLIENT_CLOSED = ChannelClose.CLIENT_CLOSED
+PROXY_GONE = ChannelClose.PROXY_GONE
 
 # -- timing and limits -------------------------------------------------------------------
 DEFAULT_PING_INTERVAL_MS = 250
@@ -127,6 +128,7 @@ MAX_MESSAGE_BYTES = 64 * 1024  # one text frame; a complete SDP offer fits easil
 MAX_STREAMS = 8  # publish + play handles one session may hold at a time
 MESSAGES_PER_SECOND = 50  # sustained rate of client messages
 MESSAGE_BURST = 100  # bucket size; beyond it messages are dropped with an error
+RESUME_MS = 10_000  # how long a node keeps the streams of a session whose socket broke
 
 MAX_ID_LENGTH = 64
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
@@ -194,6 +196,9 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
         "missing_pings": Field("int", required=False, minimum=0, maximum=MAX_SEQ),
         "token": Field("str", required=False, max_length=4096),
         "client": Field("str", required=False, max_length=200),
+        # resume a session whose socket broke (its id and the welcome's resume_token)
+        "resume": Field("str", required=False, max_length=MAX_ID_LENGTH),
+        "resume_token": Field("str", required=False, max_length=128),
     },
     "pong": {"seq": _SEQ},
     "ping": {"seq": _SEQ},
@@ -284,8 +289,12 @@ def clamp_missing_pings(n: int | None) -> int:
 # -- client messages ---------------------------------------------------------------------
 def hello(ping_interval: float | None = None, missing_pings: int | None = None,
           token: str | None = None, client: str | None = None,
-          version: int = PROTOCOL_VERSION) -> dict:
+          version: int = PROTOCOL_VERSION, resume: tuple[str, str] | None = None) -> dict:
+    """``resume``: (session id, resume_token) of a session whose socket broke: the node
+    hands its streams to this socket if it still keeps them (``welcome.resumed``)."""
     message: dict[str, Any] = {"type": "hello", "version": version}
+    if resume is not None:
+        message["resume"], message["resume_token"] = resume
     if ping_interval is not None:
         message["ping_interval"] = ping_interval
     if missing_pings is not None:
@@ -331,10 +340,20 @@ def stop(id: str) -> dict:
 
 # -- server messages ---------------------------------------------------------------------
 def welcome(session: str, ping_interval: int, missing_pings: int, limits: dict,
-            draining: bool = False) -> dict:
-    return {"type": "welcome", "version": PROTOCOL_VERSION, "session": session,
-            "ping_interval": ping_interval, "missing_pings": missing_pings,
-            "limits": limits, "draining": draining}
+            draining: bool = False, resume_token: str | None = None,
+            resumed: bool = False, proxied: bool = False, node: str | None = None) -> dict:
+    """``resume_token``: what a client sends to take the session over from a broken
+    socket (within ``limits.resume_ms``); ``resumed``: this socket took one over;
+    ``proxied``: the socket came through a proxy (the node may outlive a broken path);
+    ``node``: the node's id (a resume through a proxy asks for ``/ws?node=``)."""
+    message = {"type": "welcome", "version": PROTOCOL_VERSION, "session": session,
+               "ping_interval": ping_interval, "missing_pings": missing_pings,
+               "limits": limits, "draining": draining, "resumed": resumed, "proxied": proxied}
+    if resume_token:
+        message["resume_token"] = resume_token
+    if node:
+        message["node"] = node
+    return message
 
 
 def answer(id: str, stream: str, sdp: str, session: str, resource: str) -> dict:

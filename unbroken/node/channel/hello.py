@@ -20,6 +20,7 @@ class Hello:
     ping_interval: int
     missing_pings: int
     client: str
+    resume: tuple[str, str] | None = None  # (session id, resume token) to take over
 
 
 def too_big(data: str | bytes, limit: int) -> bool:
@@ -64,6 +65,7 @@ async def receive_hello(ws: web.WebSocketResponse, outbox: Outbox, timeout: floa
         outbox.send(proto.error(proto.UNAUTHORIZED, "missing or wrong token", "hello"))
         outbox.close(proto.UNAUTHORIZED, "missing or wrong token")
         return None
+    resume = (hello["resume"], hello.get("resume_token", "")) if "resume" in hello else None
     return Hello(proto.clamp_ping_interval(hello.get("ping_interval")),
                  proto.clamp_missing_pings(hello.get("missing_pings")),
-                 hello.get("client", ""))
+                 hello.get("client", ""), resume)

@@ -18,9 +18,11 @@ class Limits:
     messages_per_second: float = proto.MESSAGES_PER_SECOND
     message_burst: int = proto.MESSAGE_BURST
     hello_timeout: float = proto.HELLO_TIMEOUT
+    # a session whose socket broke keeps its streams this long for a resume (0 = never)
+    resume_ms: int = proto.RESUME_MS
 
     def public(self) -> dict:
-        return {"max_streams": self.max_streams,
+        return {"max_streams": self.max_streams, "resume_ms": self.resume_ms,
                 "max_message_bytes": self.max_message_bytes,
                 "messages_per_second": self.messages_per_second,
                 "message_burst": self.message_burst}

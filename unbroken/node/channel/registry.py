@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import TYPE_CHECKING
 
 from unbroken.protocol import session as proto
@@ -26,6 +27,14 @@ class ChannelRegistry:
         self.limits = limits or Limits()
         self.sockets: dict[str, SocketSession] = {}
         self.state.drain_listeners.append(self._on_drain)
+
+    def parked(self, session_id: str, token: str) -> "SocketSession | None":
+        """The session `session_id`, if its socket broke and it waits for a resume with
+        `token`."""
+        session = self.sockets.get(session_id)
+        if session is None or session.parked is None or session.parked.done():
+            return None
+        return session if secrets.compare_digest(session.resume_token, token) else None
 
     def _on_drain(self, info: dict) -> None:
         for session in list(self.sockets.values()):

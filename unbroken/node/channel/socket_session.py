@@ -15,7 +15,7 @@ from unbroken.protocol.endings import Ending
 
 from .hello import receive_hello, too_big
 from .limits import RateLimit
-from .outbox import Outbox, Socket
+from .outbox import OUTBOX_LIMIT, Outbox, Socket
 from .pings import Pinger
 from .streams import StreamHandles
 
@@ -46,7 +46,12 @@ class SocketSession:
         self.welcomed = False
         self.client = ""
         self.outbox = Outbox(ws, self.id)
-        self.send, self.close = self.outbox.send, self.outbox.close
+        self.resume_token = secrets.token_urlsafe(18)
+        self.proxied = "Via" in request.headers  # a proxy (the stream manager) in between
+        # while its socket is gone and its streams wait for a resume: resolved with the
+        # session that took them over, or None when the wait ends without one
+        self.parked: asyncio.Future[SocketSession | None] | None = None
+        self._held: list[dict] = []  # messages for the client while parked
         self.rate = RateLimit(self.limits, self.send, self.close)
         self.pinger: Pinger | None = None
         self.streams = StreamHandles(registry.admission, self.limits.max_streams, self.send,
@@ -55,6 +60,20 @@ class SocketSession:
         self._ping_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         ws.session = self
+
+    def send(self, message: dict) -> None:
+        if self.parked is not None:
+            if len(self._held) < OUTBOX_LIMIT:
+                self._held.append(message)
+            return
+        self.outbox.send(message)
+
+    def close(self, code: str, reason: str) -> None:
+        if self.parked is not None:
+            if not self.parked.done():  # e.g. the node shuts down: no resume any more
+                self.parked.set_result(None)
+            return
+        self.outbox.close(code, reason)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -73,6 +92,7 @@ class SocketSession:
         reader = asyncio.ensure_future(self._read_session())
         closer = asyncio.ensure_future(outbox.close_requested.wait())
         ending, reason = Ending.SESSION_CLOSED, "session closed"
+        resumable = False
         try:
             await asyncio.wait({reader, closer}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():  # closed by the node: stop reading, close below
@@ -86,12 +106,21 @@ class SocketSession:
                 self.close(proto.INTERNAL_ERROR, "internal error")
             if outbox.closing is not None:
                 ending, reason = self._lost(outbox.closing[0])
+            resumable = self._resumable(results[0])
         finally:
             closer.cancel()
             if self._ping_task is not None:
                 self._ping_task.cancel()
             outbox.ended = True  # nothing more reaches the client
-            await self.streams.release(ending, reason)
+        successor = None
+        try:
+            if resumable:
+                writer.cancel()
+                await self._close_socket()
+                successor = await self._park()
+            if successor is None:
+                await self.streams.release(ending, reason)
+        finally:
             if outbox.closing is not None:
                 try:  # queued messages first, session_closing last
                     await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT)
@@ -101,11 +130,59 @@ class SocketSession:
             for task in list(self._tasks):
                 task.cancel()
             await self._close_socket()
-            self.registry.sockets.pop(self.id, None)
+            if self.registry.sockets.get(self.id) is self:
+                del self.registry.sockets[self.id]
             self.finished.set()
             log.info("session channel closed", extra={
-                "channel": self.id, "reason": reason,
+                "channel": self.id, "reason": "resumed" if successor else reason,
                 "age": round(time.monotonic() - self.created_at, 3)})
+
+    def _resumable(self, read_result) -> bool:
+        """A socket through a proxy broke, or the proxy stopped, while the session held
+        streams: keep them for a resume (the client's media may well be fine). A direct
+        socket that breaks, or a client that stops answering pings, is a client gone:
+        its streams are released at once."""
+        if not self.proxied or not self.welcomed or not self.streams.handles \
+                or self.limits.resume_ms <= 0:
+            return False
+        if not isinstance(read_result, tuple) or read_result[0] is not Ending.SESSION_LOST:
+            return False
+        return self.outbox.closing is None
+
+    async def _park(self) -> "SocketSession | None":
+        """Wait up to resume_ms for a socket that resumes this session; its successor."""
+        self.parked = asyncio.get_running_loop().create_future()
+        log.info("session channel waiting for a resume", extra={
+            "channel": self.id, "streams": len(self.streams.handles),
+            "resume_ms": self.limits.resume_ms})
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.parked),
+                                          self.limits.resume_ms / 1000)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            if not self.parked.done():
+                self.parked.set_result(None)
+
+    def take_over(self, parked: "SocketSession") -> None:
+        """This new socket resumes `parked`: its id, streams, tasks and held messages."""
+        parked.parked.set_result(self)
+        if self.registry.sockets.get(self.id) is self:
+            del self.registry.sockets[self.id]
+        self.id, self.outbox.channel = parked.id, parked.id
+        self.resume_token = parked.resume_token
+        self.streams = parked.streams
+        self.streams.rebind(self.send, self._spawn)
+        for task in parked._tasks:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        parked._tasks = set()
+        self.registry.sockets[self.id] = self
+        for message in parked._held:
+            self.send(message)
+        log.info("session channel resumed", extra={
+            "channel": self.id, "streams": len(self.streams.handles),
+            "held": len(parked._held)})
 
     async def _close_socket(self) -> None:
         if self.ws.closed:
@@ -136,8 +213,14 @@ class SocketSession:
         self.client = hello.client
         self.pinger = Pinger(hello.ping_interval, hello.missing_pings, self.send, self.close)
         self.welcomed = True
-        self.send(proto.welcome(self.id, hello.ping_interval, hello.missing_pings,
-                                self.limits.public(), self.state.draining))
+        parked = self.registry.parked(*hello.resume) if hello.resume else None
+        self.send(proto.welcome(parked.id if parked else self.id, hello.ping_interval,
+                                hello.missing_pings, self.limits.public(), self.state.draining,
+                                self.resume_token if parked is None else parked.resume_token,
+                                resumed=parked is not None, proxied=self.proxied,
+                                node=self.state.config.cluster_id))
+        if parked is not None:
+            self.take_over(parked)
         if self.state.draining:  # became draining during the handshake
             self.send({"type": "node_draining", **self.state.draining_info()})
         log.info("session channel opened", extra={
@@ -172,6 +255,8 @@ class SocketSession:
             if self.outbox.closing is not None:
                 return self._lost(self.outbox.closing[0])
             if msg.type == WSMsgType.CLOSE:
+                if msg.data == proto.close_code(proto.PROXY_GONE):
+                    return self._lost("the proxy in between went away")
                 return Ending.SESSION_CLOSED, "session closed"
             if msg.type == WSMsgType.ERROR:
                 return self._lost(str(msg.data))

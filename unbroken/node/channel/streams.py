@@ -45,6 +45,11 @@ class StreamHandles:
         self.ended = False
         self._send, self._spawn, self._channel = send, spawn, channel
 
+    def rebind(self, send: Callable[[dict], None],
+               spawn: Callable[[Coroutine], asyncio.Task]) -> None:
+        """Another socket resumed the session: what we say goes there now."""
+        self._send, self._spawn = send, spawn
+
     def start(self, message: dict) -> None:
         id_, kind, name = message["id"], Kind(message["type"]), message["stream"]
         if id_ in self.handles:
