@@ -47,6 +47,23 @@ async def test_stall_blocks_recv_and_resume_continues_from_wall_clock():
     assert time.monotonic() - t0 > 0.02
 
 
+async def test_frame_due_is_each_frames_slot_even_in_a_catch_up_burst():
+    track = TestPatternVideoTrack(fps=50)
+    assert track.frame_due is None
+    await track.recv()
+    start = track.frame_due
+    assert abs(start - time.monotonic()) < 0.02
+    time.sleep(0.1)  # a short pause (below the pacer's re-anchoring lag): frames come at once
+    burst_at = time.monotonic()
+    due = []
+    for _ in range(4):
+        await track.recv()
+        due.append(track.frame_due)
+    assert time.monotonic() - burst_at < 0.02
+    # each frame keeps the slot it was due in (20 ms apart), not the time it came out
+    assert [round((d - start) / 0.02, 6) for d in due] == [1, 2, 3, 4]
+
+
 async def test_stop_wakes_a_stalled_recv():
     track = TestPatternVideoTrack()
     track.stall()

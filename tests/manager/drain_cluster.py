@@ -75,7 +75,12 @@ class ClockedPatternTrack(TestPatternVideoTrack):
     """The test pattern whose frame counter is the frame slot since a shared `epoch`
     (monotonic), not the track's own frame count: a publisher's new session (new
     tracks) goes on with the counter where its old one was, so a viewer's counter has
-    a hole exactly where frames were lost."""
+    a hole exactly where frames were lost.
+
+    The slot is the one the frame was due in (its pts), not when recv() ran: after a
+    short pause the pacer catches up with frames that come at once, and counting those
+    on from the last one would put this track's counter ahead of the clock for good (a
+    session's counters would then no longer line up with another session's)."""
 
     def __init__(self, epoch: float, width: int = 512, height: int = 64, fps: float = 30) -> None:
         super().__init__(width, height, fps)
@@ -85,7 +90,7 @@ class ClockedPatternTrack(TestPatternVideoTrack):
     async def recv(self) -> av.VideoFrame:
         await self._running.wait()
         pts, time_base = await self.next_timestamp()
-        index = max(self._last + 1, round((time.monotonic() - self.epoch) * self.fps))
+        index = max(self._last + 1, round((self.frame_due - self.epoch) * self.fps))
         self._last = index
         frame = self._draw(index % COUNTER_WRAP)
         frame.pts, frame.time_base = pts, time_base
@@ -155,6 +160,18 @@ def _unwrapped(values: list[int]) -> list[int]:
             offset += COUNTER_WRAP
         out.append(value + offset)
     return out
+
+
+async def exited(proc: subprocess.Popen, timeout: float) -> int:
+    """`proc`'s exit code once it has exited (at most `timeout` s), waiting without
+    blocking the event loop: the test's own clients (publisher, viewers) run on it, and
+    a blocking `proc.wait()` would freeze their media meanwhile."""
+    deadline = time.monotonic() + timeout
+    while (code := proc.poll()) is None:
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        await asyncio.sleep(0.02)
+    return code
 
 
 async def until(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> object:

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import pytest
-from drain_cluster import HttpManager, clocked_source, start_viewers, until
+from drain_cluster import HttpManager, clocked_source, exited, start_viewers, until
 
 from cluster_helpers import wait_nodes
 from unbroken.client import Publisher
@@ -73,7 +73,7 @@ async def test_viewers_leave_a_draining_edge_without_a_missing_frame(start_node)
                 assert logs[i].fps(marks[i]) > 20
                 assert gap == 0, logs[i].missing(marks[i])
             # the edge exits once its viewers are gone (well before its drain deadline)
-            victim.proc.wait(8)
+            await exited(victim.proc, 8)
             print(f"edge exited {time.monotonic() - sigterm_at:.2f} s after SIGTERM")
             assert time.monotonic() - sigterm_at < 6
         finally:

@@ -33,6 +33,12 @@ class Pacer:
         self._start: float | None = None
         self._next = 0.0
 
+    @property
+    def due(self) -> float | None:
+        """When the last tick was due (monotonic), however late it was released: in a
+        catch-up after a short pause the ticks come at once, each with its own due time."""
+        return None if self._start is None else self._next
+
     async def tick(self) -> float:
         """Wait for the next tick; returns its elapsed time in seconds."""
         now = time.monotonic()
@@ -68,6 +74,11 @@ class TestPatternVideoTrack(VideoStreamTrack):
         self._running = asyncio.Event()
         self._running.set()
         self._y, self._u, self._v = _background_planes(width, height)
+
+    @property
+    def frame_due(self) -> float | None:
+        """When the latest frame was due (monotonic): the moment its picture stands for."""
+        return self._pacer.due
 
     @property
     def stalled(self) -> bool:
