@@ -206,7 +206,7 @@ class SessionClient:
                 status = exc.status
                 continue
             except (aiohttp.ClientError, OSError, TimeoutError, SessionError) as exc:
-                logger.info("session %s: resume try failed: %r", self.id, exc)
+                logger.debug("session %s: resume try failed: %r", self.id, exc)
                 status = None
                 continue
             self.resuming = False
@@ -214,6 +214,7 @@ class SessionClient:
                 self._fail(code, "the node no longer keeps the session")
                 return
             self.welcome = welcome
+            self.closing = None
             self.resumed += 1
             self.last_ping_at = time.monotonic()
             logger.info("session %s: resumed after %.3f s", self.id, self.last_ping_at - lost_at)
@@ -329,19 +330,31 @@ class SessionClient:
                                   aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                     break
         except (aiohttp.ClientError, ConnectionError) as exc:
-            self._lost(repr(exc))
+            if ws is self._ws:
+                self._lost(repr(exc))
             return
-        if self.closing is not None:
+        if ws is not self._ws:
+            return  # a socket we dropped for a resume
+        if self.closing is not None and self.closing.get("code") == proto.PING_TIMEOUT:
+            # our pongs stopped reaching the node: through a proxy it keeps the session
+            self._lost(self.closing.get("reason", ""), code=proto.PING_TIMEOUT)
+        elif self.closing is not None:
             self._fail(self.closing.get("code", "closed"), self.closing.get("reason", ""))
         else:
             self._lost(f"socket closed ({ws.close_code})")
 
-    def _lost(self, reason: str) -> None:
-        """The socket broke without the node closing the session."""
+    def _lost(self, reason: str, code: str = "connection_lost") -> None:
+        """The socket broke, or went silent, without the node closing the session."""
+        if self.resuming:
+            return
         if self.state == proto.ESTABLISHED and self._can_resume():
-            self._tasks.append(asyncio.ensure_future(self._resume("connection_lost", reason)))
+            self.resuming = True
+            if self._ws is not None and not self._ws.closed:
+                # a silent socket: drop it (its reader then ends quietly)
+                asyncio.ensure_future(self._ws.close())
+            self._tasks.append(asyncio.ensure_future(self._resume(code, reason)))
         else:
-            self._fail("connection_lost", reason)
+            self._fail(code, reason)
 
     async def _handle(self, message: dict) -> None:
         self.messages.append(message)
@@ -375,9 +388,9 @@ class SessionClient:
             if self.resuming:  # no pings come meanwhile: the resume decides
                 wait = self.check_period
             elif wait <= 0:
-                self._fail("missing_pings", f"{self.missing_pings} pings missing "
-                                            f"(none for {self.check_period:g} s)")
-                return
+                self._lost(f"{self.missing_pings} pings missing "
+                           f"(none for {self.check_period:g} s)", code="missing_pings")
+                continue
             await asyncio.sleep(wait)
 
     # -- sending ----------------------------------------------------------------------

@@ -179,7 +179,8 @@ class EventStreamWatch:
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            log.info("event stream failed", extra={"url": self.url, "error": repr(exc)})
+            (log.debug if lost_at is not None else log.info)(
+                "event stream failed", extra={"url": self.url, "error": repr(exc)})
             return None
 
     def _stop_watch(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -66,6 +67,7 @@ class NodeProxy:
         self.metrics = metrics
         self.settings = settings
         self.active = 0
+        self.stopping = False  # the manager shuts down (after its drain)
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -181,7 +183,7 @@ class NodeProxy:
         self.active += 1
         try:
             await client.prepare(request)
-            await _relay(client, upstream)
+            await _relay(client, upstream, lambda: self.stopping)
         finally:
             self.active -= 1
             await upstream.close()
@@ -196,14 +198,18 @@ async def _pump(source, sink) -> None:
             await sink.send_bytes(message.data)
 
 
-async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Both directions until either side closes; the other side is closed with its code."""
+async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse,
+                 stopping: Callable[[], bool]) -> None:
+    """Both directions until either side closes; the other side is closed with its code
+    (the node's side with ``proxy_gone`` when it is the manager that `stopping()`)."""
     down = asyncio.create_task(_pump(upstream, client))
     up = asyncio.create_task(_pump(client, upstream))
     try:
         await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping() and not upstream.closed:
+            # we stop, not the client: the node keeps the session for the client's resume
+            await upstream.close(code=close_code(ChannelClose.PROXY_GONE))
     except asyncio.CancelledError:
-        # the manager stops: the node keeps the session's streams for the client's resume
         await asyncio.shield(upstream.close(code=close_code(ChannelClose.PROXY_GONE)))
         raise
     finally:

@@ -43,6 +43,7 @@ class RunningManager:
         deadline = time.monotonic() + timeout
         while manager.proxy.active and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        manager.proxy.stopping = True
         await self.runner.cleanup()
         log.info("manager stopped")
 

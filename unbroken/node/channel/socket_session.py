@@ -106,7 +106,9 @@ class SocketSession:
                 self.close(proto.INTERNAL_ERROR, "internal error")
             if outbox.closing is not None:
                 ending, reason = self._lost(outbox.closing[0])
-            resumable = self._resumable(results[0])
+            failed = isinstance(results[0], Exception) \
+                and not isinstance(results[0], asyncio.CancelledError)
+            resumable = not failed and self._resumable(ending)
         finally:
             closer.cancel()
             if self._ping_task is not None:
@@ -137,17 +139,19 @@ class SocketSession:
                 "channel": self.id, "reason": "resumed" if successor else reason,
                 "age": round(time.monotonic() - self.created_at, 3)})
 
-    def _resumable(self, read_result) -> bool:
-        """A socket through a proxy broke, or the proxy stopped, while the session held
-        streams: keep them for a resume (the client's media may well be fine). A direct
-        socket that breaks, or a client that stops answering pings, is a client gone:
-        its streams are released at once."""
+    def _resumable(self, ending: Ending) -> bool:
+        """A socket through a proxy broke, or stopped carrying pongs, or the proxy said it
+        stops, while the session held streams: keep them for a resume (the client's
+        media may well be fine; a proxy stopped or frozen looks just like that). A direct
+        socket that breaks, or a direct client that stops answering pings, is a client
+        gone: its streams are released at once."""
         if not self.proxied or not self.welcomed or not self.streams.handles \
                 or self.limits.resume_ms <= 0:
             return False
-        if not isinstance(read_result, tuple) or read_result[0] is not Ending.SESSION_LOST:
+        if ending is not Ending.SESSION_LOST:
             return False
-        return self.outbox.closing is None
+        closing = self.outbox.closing
+        return closing is None or closing[0] == proto.PING_TIMEOUT
 
     async def _park(self) -> "SocketSession | None":
         """Wait up to resume_ms for a socket that resumes this session; its successor."""
@@ -218,7 +222,7 @@ class SocketSession:
                                 hello.missing_pings, self.limits.public(), self.state.draining,
                                 self.resume_token if parked is None else parked.resume_token,
                                 resumed=parked is not None, proxied=self.proxied,
-                                node=self.state.config.cluster_id))
+                                node=self.state.config.cluster_id if self.proxied else None))
         if parked is not None:
             self.take_over(parked)
         if self.state.draining:  # became draining during the handshake
