@@ -252,6 +252,9 @@ class Autoscaler:
 
     async def _start(self, group: str, role: NodeRole, why: str) -> str:
         node = await self.provider.start_node(group, role)
+        # in this tick's provider list too: the group's evaluation that follows a
+        # replacement counts it as starting (no second node for the same gap)
+        self._provided_last[node.node_id] = node
         self._ours.add(node.node_id)
         self._tracked[node.node_id] = _Tracked("joining", group, role, started_at=self.clock())
         self.decisions.node(node.node_id, "joining", why)
