@@ -7,6 +7,7 @@ wants fewer edges) through the node's API, and kills and replaces a stuck one.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -167,3 +168,48 @@ async def _state_is(http, manager, node: str, state: str) -> bool:
 
 async def _provided(http, manager):
     return (await scaling(http, manager))["provided"]
+
+
+async def test_a_restarted_manager_without_redis_adopts_its_nodes_from_the_state_file(tmp_path):
+    """One manager, the in-process store: its nodes outlive its SIGKILL and re-register
+    when it is back; with `local_state_file` the restarted manager adopts them (no new
+    nodes for the same groups) and can stop them."""
+    base = 27000 + (os.getpid() % 200) * 20
+    path = tmp_path / "m.toml"
+    manager = HttpManager()
+    write_config(path, f"{base}-{base + 19}", manager.url,
+                 {"min": 1, "max": 2, "scale_out_viewers": 1, "scale_in_viewers": 0.5, "cooldown_in": 600})
+    text = path.read_text().replace('node_drain_timeout = 5\n',
+                                    f'node_drain_timeout = 5\nlocal_state_file = "{tmp_path}/local-nodes.json"\n')
+    path.write_text(text)
+    manager.args = ["--config", str(path)]
+    seen: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+        try:
+            manager.start()
+            await until(lambda: _serving(http, manager, 2), 30, "an origin and an edge serving")
+            old = pids(await until(lambda: _provided_all(http, manager, 2), 5, "the provider's list"))
+            seen.update(old)
+            manager.proc.kill()
+            manager.proc.wait(5)
+            assert all(process_is_node(pid, node) for node, pid in old.items())  # still serving
+            manager.restart()
+            await until(lambda: _serving(http, manager, 2), 10, "the nodes registered again")
+            status = await until(lambda: _provided_all(http, manager, 2), 5, "the provider's list")
+            assert pids(status) == old
+            assert all(n["detail"].endswith("(adopted)") for n in status["provided"]), status["provided"]
+            await asyncio.sleep(1.5)  # a few evaluations: nothing new started
+            status = await scaling(http, manager)
+            assert pids(status) == old and not entry(status, "scale_out"), status["entries"]
+        finally:
+            with contextlib.suppress(Exception):
+                seen.update(pids(await scaling(http, manager)))
+            manager.kill()
+            for pid in seen.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+async def _provided_all(http, manager, count: int):
+    status = await scaling(http, manager)
+    return status if len(status.get("provided", [])) >= count else None
