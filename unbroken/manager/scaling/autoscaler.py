@@ -246,8 +246,9 @@ class Autoscaler:
         replacement = await self._start(tracked.group, tracked.role, f"replaces faulty {node_id}")
         self.decisions.decision(tracked.group, tracked.role.value, "replace", reason,
                                 node=node_id, replacement=replacement)
-        tracked.stopping, tracked.stop_at = True, self.clock()
-        if node_id in provided:
+        tracked.stopping = True
+        if node_id in provided:  # still running (not a node that vanished by itself)
+            tracked.stop_at = self.clock()
             await self.provider.stop_node(node_id, 0)
 
     async def _start(self, group: str, role: NodeRole, why: str) -> str:
