@@ -140,7 +140,8 @@ async def test_scale_in_drains_the_victim_edge_and_its_viewers_miss_no_frame(tmp
                 restores = [e.report for e in events if e.kind == "restored"]
                 print(f"viewer {i} ({'moved' if i in moving else 'stayed'}): missing {len(missing)} frames, "
                       f"{log.fps(marks[i]):.1f} fps, restores "
-                      f"{[(r.fault, r.restore_ms, r.gap_ms) for r in restores]}")
+                      f"{[(r.fault, r.restore_ms, r.gap_ms) for r in restores]}, missing {missing}, "
+                      f"steps {log.steps(marks[i], decided_at)[:8]}")
                 assert log.fps(marks[i]) > 20
                 assert missing == [], missing
                 assert node_of(client) != victim
