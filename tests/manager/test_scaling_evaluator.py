@@ -63,6 +63,34 @@ def test_low_load_drains_the_least_loaded_after_cooldown():
     assert evaluate(EDGE, GroupSample(nodes(2, 0), last_scaled_at=90), now=100).action is Action.HOLD
 
 
+def test_no_scale_in_that_the_next_evaluation_would_undo():
+    # 2 + 2 viewers on two nodes: 2 per node < 3, but on one node 4 per node: still
+    # under the scale-out 10, so drain; with scale-out at 3.5 it would flap: hold
+    sample = GroupSample(nodes(2, 2), last_scaled_at=0)
+    assert evaluate(EDGE, sample, now=100).action is Action.REMOVE
+    policy = GroupPolicy(min=1, max=3, scale_out_viewers=3.5, scale_in_viewers=3, scale_out_cpu=0, scale_in_cpu=0,
+                         cooldown_in=0)
+    d = evaluate(policy, sample, now=100)
+    assert d.action is Action.HOLD and "one node fewer would make viewers per node 4.00 > 3.5" in d.reason
+    # cpu too: 3 x 0.19 over 2 nodes is 0.285, under 0.3; 2 x 0.19 on one node is 0.38
+    policy = GroupPolicy(max=5, scale_out_cpu=0.3, scale_in_cpu=0.2, cooldown_in=0)
+    warm = tuple(NodeSample(f"e{i}", True, 0, 0, cpu=0.19) for i in range(3))
+    assert evaluate(policy, GroupSample(warm), now=100).action is Action.REMOVE
+    assert "cpu per node 0.38 > 0.3" in evaluate(policy, GroupSample(warm[:2]), now=100).reason
+
+
+def test_scale_in_needs_another_serving_node():
+    sample = GroupSample((NodeSample("e0", True), NodeSample("e1", False)))
+    d = evaluate(GroupPolicy(cooldown_in=0), sample, now=100)
+    assert d.action is Action.HOLD and "no other serving node" in d.reason
+
+
+def test_scale_in_victim_has_the_fewest_sessions_and_says_so():
+    sample = GroupSample((NodeSample("a", True, 1, 1), NodeSample("b", True, 0, 0), NodeSample("c", True, 2, 2)))
+    d = evaluate(EDGE, sample, now=100)
+    assert d.remove == ("b",) and "drain b (0 sessions to move)" in d.reason
+
+
 def test_no_scale_in_at_minimum_or_when_busy():
     assert evaluate(EDGE, GroupSample(nodes(0)), now=100).action is Action.HOLD
     assert evaluate(EDGE, GroupSample(nodes(5, 5)), now=100).action is Action.HOLD

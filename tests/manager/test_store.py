@@ -187,6 +187,22 @@ async def test_every_change_is_an_event_seen_by_every_manager(stores):
         await subscription.aclose()
 
 
+async def test_tables_are_shared_and_kept_until_deleted(stores):
+    """What the local provider records of the nodes it started: one manager writes, any
+    other (a later scaling leader) reads and deletes."""
+    a, b = stores
+    assert await b.entries("provider-local") == {}
+    await a.put_entry("provider-local", "edge-1", '{"pid": 1}')
+    await a.put_entry("provider-local", "edge-2", '{"pid": 2}')
+    await a.put_entry("other", "edge-1", "x")
+    await a.put_entry("provider-local", "edge-1", '{"pid": 11}')
+    assert await b.entries("provider-local") == {"edge-1": '{"pid": 11}', "edge-2": '{"pid": 2}'}
+    assert await b.delete_entry("provider-local", "edge-1")
+    assert not await b.delete_entry("provider-local", "edge-1")
+    assert await a.entries("provider-local") == {"edge-2": '{"pid": 2}'}
+    assert await a.entries("other") == {"edge-1": "x"}
+
+
 async def test_closing_the_store_ends_subscriptions(store):
     subscription = store.subscribe()
     await subscription.wait_ready(3.0)

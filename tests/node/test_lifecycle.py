@@ -53,6 +53,56 @@ async def test_sigterm_drains_and_closes_sessions_cleanly(start_node):
     await pub.stop()
 
 
+async def test_a_drain_request_with_the_node_token_drains_and_exits_like_sigterm(start_node):
+    """POST /api/v1/drain (unbroken.protocol.node_admin): what a manager that did not
+    start the node (no pid, maybe another machine) uses to drain it; the request's
+    timeout overrides the node's own (30 s here)."""
+    node = start_node("--drain-timeout", "30", "--node-token", "cluster-secret")
+    pub = await WhipPublisher(node.url, "bye", tracks=[TestPatternVideoTrack()],
+                              video_codec="vp8").start()
+    viewer = await WhepViewer(node.url, "bye").start()
+    await viewer.wait_frames(5, 10)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{node.url}/api/v1/drain", json={"timeout_s": 1}) as resp:
+                assert resp.status == 401
+            headers = {"Authorization": "Bearer cluster-secret"}
+            async with http.post(f"{node.url}/api/v1/drain", json={"timeout_s": -1}, headers=headers) as resp:
+                assert resp.status == 400
+            async with http.get(f"{node.url}/healthz") as resp:
+                assert (await resp.json())["status"] == "ok"  # a refused request drains nothing
+            started = time.monotonic()
+            async with http.post(f"{node.url}/api/v1/drain", json={"timeout_s": 1}, headers=headers) as resp:
+                assert resp.status == 202
+                body = await resp.json()
+            assert body["status"] == "draining" and 0.5 < body["timeout_s"] <= 1
+            # a second request may shorten the deadline, never lengthen it
+            async with http.post(f"{node.url}/api/v1/drain", json={"timeout_s": 20}, headers=headers) as resp:
+                assert resp.status == 202 and (await resp.json())["timeout_s"] <= 1
+        code = await asyncio.to_thread(node.proc.wait, 10)
+        took = time.monotonic() - started
+        assert code == 0
+        assert took < 4, took  # the viewer stayed: the deadline (1 s) ended the drain
+        messages = [json.loads(line)["msg"] for line in node.log().splitlines() if line.startswith("{")]
+        assert "drain requested" in messages and "draining" in messages and "node stopped" in messages
+    finally:
+        await viewer.stop()
+        await pub.stop()
+
+
+async def test_a_node_without_node_token_refuses_drain_requests():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from unbroken.node.app import create_app
+    from unbroken.node.config import NodeConfig
+
+    async with TestClient(TestServer(create_app(NodeConfig()))) as client:
+        resp = await client.post("/api/v1/drain", headers={"Authorization": "Bearer x"})
+        assert resp.status == 403
+        assert (await client.get("/healthz")).status == 200
+        assert (await (await client.get("/healthz")).json())["status"] == "ok"
+
+
 VIEWER_SCRIPT = textwrap.dedent("""
     import asyncio, sys
     from unbroken.client.whep import WhepViewer

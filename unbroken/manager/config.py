@@ -70,6 +70,9 @@ class ManagerConfig:
     local_node_args: str = ""
     local_log_dir: str = ""
     local_manager_url: str = ""
+    # local provider: a JSON file that keeps the records of the nodes it started besides
+    # the cluster store, so a restarted manager without Redis adopts them ("" = none)
+    local_state_file: str = ""
     # kubernetes provider: namespace, Pod template file, node port, kubeconfig ("" = in-cluster)
     kubernetes_namespace: str = "unbroken"
     kubernetes_template: str = ""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 
 from aiohttp import web
 
@@ -20,12 +19,15 @@ from .http_common import STATE
 log = logging.getLogger("unbroken.node")
 
 
-async def drain(app: web.Application, timeout: float, redirect: str | None = None) -> None:
+async def drain(app: web.Application, timeout: float | None = None, redirect: str | None = None) -> None:
+    """Drain: no new sessions, clients told where to go, until they left or the deadline
+    (`timeout` from now, or the one a drain request set, whichever comes first)."""
     state = app[STATE]
-    log.info("draining", extra={"sessions": len(state.sessions), "timeout": timeout})
+    if timeout is not None:
+        state.request_drain(timeout)
+    log.info("draining", extra={"sessions": len(state.sessions), "timeout": round(state.drain_left(), 3)})
     state.begin_drain(redirect)
-    deadline = time.monotonic() + timeout
-    while state.sessions and time.monotonic() < deadline:
+    while state.sessions and state.drain_left() > 0:
         await state.end_unwatched_publishers()
         await asyncio.sleep(0.05)
 
@@ -39,13 +41,14 @@ async def serve(config: NodeConfig) -> None:
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
     await site.start()
     log.info("node listening", extra={"host": config.host, "port": config.port})
-    stop = asyncio.Event()
+    state = app[STATE]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(sig, state.request_drain, config.drain_timeout)
+    # SIGTERM/SIGINT, or POST /api/v1/drain with the node token (unbroken.protocol.node_admin)
+    await state.shutdown.wait()
     # behind a manager, clients go back to it (relative paths resolve against it)
-    await drain(app, config.drain_timeout, "/ws" if config.manager else None)
+    await drain(app, None, "/ws" if config.manager else None)
     await runner.cleanup()
     log.info("node stopped")
 

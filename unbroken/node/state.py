@@ -63,6 +63,10 @@ class NodeState:
         self.sessions: dict[str, MediaSession] = {}
         self.draining = False
         self.redirect: str | None = None  # where draining sends clients (relative URL)
+        # the drain's deadline (monotonic) once a drain was asked for (SIGTERM or the
+        # admin API); `shutdown` is set then, and the server drains and exits
+        self.drain_until: float | None = None
+        self.shutdown = asyncio.Event()
         # called with the node_draining fields when the node starts draining
         self.drain_listeners: list[Callable[[dict], None]] = []
         # called with (session, state) on every stream state change of a media session
@@ -207,6 +211,22 @@ class NodeState:
         if stream.idle and self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
 
+    def request_drain(self, timeout_s: float) -> float:
+        """Ask the node to drain and exit within `timeout_s` (a deadline already set is
+        only ever shortened); returns the seconds left until the deadline."""
+        now = time.monotonic()
+        until = now + max(0.0, timeout_s)
+        if self.drain_until is None or until < self.drain_until:
+            self.drain_until = until
+        self.shutdown.set()
+        return max(0.0, self.drain_until - now)
+
+    def drain_left(self) -> float:
+        """Seconds left until the drain's deadline (the configured timeout before one)."""
+        if self.drain_until is None:
+            return self.config.drain_timeout
+        return max(0.0, self.drain_until - time.monotonic())
+
     def begin_drain(self, redirect: str | None = None) -> None:
         """Take no new sessions; tell every session (and session socket) to move on,
         to `redirect` (a relative URL) when given."""
@@ -239,7 +259,7 @@ class NodeState:
 
     def draining_info(self) -> dict:
         """The node_draining fields (with the redirect the drain was given)."""
-        return proto.draining_data(redirect=self.redirect, ends_in=self.config.drain_timeout)
+        return proto.draining_data(redirect=self.redirect, ends_in=round(self.drain_left(), 3))
 
     # events --------------------------------------------------------------
     def _on_stream_change(self, change: StreamChange, stream: Stream) -> None:

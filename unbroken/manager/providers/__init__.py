@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .base import NodeProvider, ProvidedNode, ProviderError, ProviderState
 from .local import LocalProvider, LocalSettings, parse_port_range
+from .node_api import NodeDrainer
 from .static import StaticProvider, parse_static_nodes
 
 __all__ = [
     "LocalProvider",
     "LocalSettings",
+    "NodeDrainer",
     "NodeProvider",
     "ProvidedNode",
     "ProviderError",

@@ -43,8 +43,9 @@ class ScalingSettings:
 @dataclass
 class _Tracked:
     """A node the leader follows: the lifecycle state it last logged, when the provider
-    started it (None: found running), whether it ever registered, and whether the
-    leader is stopping it (drain or fault)."""
+    started it or this leader found it in the provider's list (None: found registered
+    only), whether it ever registered, and whether the leader is stopping it (drain or
+    fault) since when."""
 
     state: str
     group: str
@@ -53,6 +54,7 @@ class _Tracked:
     registered: bool = False
     stopping: bool = False
     faulty: bool = False
+    stop_at: float | None = None  # when this leader decided to stop it (scale-in, fault)
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Autoscaler:
 
     async def start(self) -> None:
         await self.provider.start()
-        self.leader.on_change = lambda leading: self.decisions.leadership(leading, self.leader.holder)
+        self.leader.on_change = self._leadership
         self.leader.start()
         self._task = asyncio.create_task(self._run(), name="unbroken-manager-autoscaler")
 
@@ -103,6 +105,15 @@ class Autoscaler:
                 await task
         await self.leader.close()
         await self.provider.close()
+
+    def _leadership(self, leading: bool) -> None:
+        self.decisions.leadership(leading, self.leader.holder)
+        if leading:
+            # a new leader does not know when the group last scaled: it waits a whole
+            # cooldown_in before its first scale-in (scale-outs and min are not held)
+            now = self.clock()
+            for memory in self._groups.values():
+                memory.last_scaled_at = now
 
     def status(self) -> dict[str, object]:
         """What the API shows: leader, groups with their last decision, recent entries."""
@@ -158,8 +169,14 @@ class Autoscaler:
     def _follow(self, provided: dict[str, ProvidedNode], views: dict[str, NodeView]) -> None:
         for node_id, node in provided.items():
             if node_id not in self._tracked:
-                self._tracked[node_id] = _Tracked("joining", node.group, node.role)
+                # found in the provider's list (another leader started it): it has
+                # node_start_timeout to be seen registered, like a node started here
+                self._tracked[node_id] = _Tracked("joining", node.group, node.role, started_at=self.clock())
                 self.decisions.node(node_id, "joining", f"{self.provider.name}: {node.detail}")
+            if node.state is ProviderState.STOPPING and not self._tracked[node_id].stopping:
+                # a stop under way (another leader's, or a stop this one asked for): its
+                # leaving the cluster is no fault
+                self._tracked[node_id].stopping = True
         for node_id, view in views.items():
             tracked = self._tracked.get(node_id)
             if tracked is None:
@@ -173,10 +190,14 @@ class Autoscaler:
         for node_id in [n for n in self._tracked if n not in provided and n not in views]:
             if self._vanished(self._tracked[node_id]):
                 continue  # check_faults judges it first (a fault, replaced); then it goes
-            del self._tracked[node_id]
+            tracked = self._tracked.pop(node_id)
             self._ours.discard(node_id)
             self.detector.forget(node_id)
-            self.decisions.node(node_id, "gone")
+            if tracked.stop_at is not None:
+                took = self.clock() - tracked.stop_at
+                self.decisions.gone(node_id, took, "killed" if tracked.faulty else "drained")
+            else:
+                self.decisions.node(node_id, "gone")
 
     async def check_faults(self, provided: dict[str, ProvidedNode]) -> None:
         """Probe, judge and replace: heartbeat stall, failing /healthz, a lapsed lease, a
@@ -226,11 +247,15 @@ class Autoscaler:
         self.decisions.decision(tracked.group, tracked.role.value, "replace", reason,
                                 node=node_id, replacement=replacement)
         tracked.stopping = True
-        if node_id in provided:
+        if node_id in provided:  # still running (not a node that vanished by itself)
+            tracked.stop_at = self.clock()
             await self.provider.stop_node(node_id, 0)
 
     async def _start(self, group: str, role: NodeRole, why: str) -> str:
         node = await self.provider.start_node(group, role)
+        # in this tick's provider list too: the group's evaluation that follows a
+        # replacement counts it as starting (no second node for the same gap)
+        self._provided_last[node.node_id] = node
         self._ours.add(node.node_id)
         self._tracked[node.node_id] = _Tracked("joining", group, role, started_at=self.clock())
         self.decisions.node(node.node_id, "joining", why)
@@ -278,7 +303,7 @@ class Autoscaler:
         else:
             victim = decision.remove[0]
             tracked = self._tracked.setdefault(victim, _Tracked("serving", key.group, key.role, registered=True))
-            tracked.stopping, tracked.state = True, "draining"
+            tracked.stopping, tracked.state, tracked.stop_at = True, "draining", self.clock()
             memory.last_scaled_at = now
             self.decisions.decision(key.group, key.role.value, "in", decision.reason, nodes=[victim])
             self.decisions.node(victim, "draining", "scale-in")

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["DecisionLog"]
 
@@ -34,6 +34,10 @@ class DecisionLog:
                             registry=registry)
         self.faults = Counter("unbroken_manager_node_faults", "Nodes found faulty, by cause", ["cause"],
                               registry=registry)
+        self.stops = Histogram("unbroken_manager_node_stop_seconds",
+                               "From the leader's decision to stop a node (scale-in drain, fault kill) "
+                               "to the node gone from the cluster and the provider", ["how"],
+                               buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=registry)
 
     def _add(self, kind: str, text: str, fields: dict[str, Any]) -> dict[str, Any]:
         entry = {"t": round(time.time(), 3), "kind": kind, "text": text, **fields}
@@ -52,6 +56,14 @@ class DecisionLog:
         self.transitions.labels(state).inc()
         text = f"node {node_id}: {state}" + (f" ({reason})" if reason else "")
         return self._add(f"node_{state}", text, {"node": node_id, "reason": reason})
+
+    def gone(self, node_id: str, seconds: float, how: str) -> dict[str, Any]:
+        """A node the leader stopped is gone, `seconds` after the decision."""
+        self.stops.labels(how).observe(seconds)
+        self.transitions.labels("gone").inc()
+        return self._add("node_gone", f"node {node_id}: gone ({how} in {seconds:.2f} s)",
+                         {"node": node_id, "reason": f"{how} in {seconds:.2f} s", "how": how,
+                          "seconds": round(seconds, 3)})
 
     def fault(self, node_id: str, cause: str, reason: str) -> dict[str, Any]:
         self.faults.labels(cause).inc()

@@ -54,14 +54,21 @@ class Decision:
     remove: tuple[str, ...] = ()
 
 
-def _averages(nodes: tuple[NodeSample, ...]) -> dict[str, float]:
+def _averages(nodes: tuple[NodeSample, ...], over: int | None = None) -> dict[str, float]:
+    """The group's load per serving node (per node of all when none serves yet), or, with
+    `over`, its serving nodes' total load spread over `over` nodes."""
     serving = [n for n in nodes if n.serving] or list(nodes)
-    if not serving:
+    k = len(serving) if over is None else over
+    if not serving or k <= 0:
         return {"viewers": 0.0, "egress_mbps": 0.0, "cpu": 0.0}
-    k = len(serving)
     return {"viewers": sum(n.viewers for n in serving) / k,
             "egress_mbps": sum(n.egress_bps for n in serving) / k / 1e6,
             "cpu": sum(n.cpu for n in serving) / k}
+
+
+def _out_limits(policy: GroupPolicy) -> tuple[tuple[str, float], ...]:
+    return (("viewers", policy.scale_out_viewers), ("egress_mbps", policy.scale_out_egress_mbps),
+            ("cpu", policy.scale_out_cpu))
 
 
 def _since(now: float, at: float | None) -> float:
@@ -71,17 +78,15 @@ def _since(now: float, at: float | None) -> float:
 def evaluate(policy: GroupPolicy, sample: GroupSample, now: float) -> Decision:
     """Below `min` → ADD at once (no cooldown); a `scale_out_*` measure above its
     threshold (or too few warm spares) → ADD `increment` after `cooldown_out`; every
-    `scale_in_*` measure below its threshold with spares to spare → REMOVE the least
-    loaded node after `cooldown_in`; else HOLD."""
+    `scale_in_*` measure below its threshold with spares to spare, and the load spread
+    over one node fewer still under every `scale_out_*` threshold (no flapping) → REMOVE
+    the least loaded serving node after `cooldown_in`; else HOLD."""
     count = len(sample.nodes) + sample.pending
     if count < policy.min:
         return Decision(Action.ADD, f"{count} nodes < min {policy.min}", policy.min - count)
     averages = _averages(sample.nodes)
     over = [f"{name} per node {averages[name]:.2f} > {limit:g}"
-            for name, limit in (("viewers", policy.scale_out_viewers),
-                                ("egress_mbps", policy.scale_out_egress_mbps),
-                                ("cpu", policy.scale_out_cpu))
-            if limit and averages[name] > limit]
+            for name, limit in _out_limits(policy) if limit and averages[name] > limit]
     idle = [n for n in sample.nodes if n.serving and n.sessions == 0]
     if not over and policy.warm_spares and len(idle) + sample.pending < policy.warm_spares:
         over = [f"warm spares {len(idle) + sample.pending} < {policy.warm_spares}"]
@@ -102,13 +107,24 @@ def evaluate(policy: GroupPolicy, sample: GroupSample, now: float) -> Decision:
             and all(averages[name] < limit for name, limit in under)):
         if policy.warm_spares and len(idle) <= policy.warm_spares:
             return Decision(Action.HOLD, f"load low, but only {len(idle)} warm spare(s)")
+        serving = sum(1 for n in sample.nodes if n.serving)
+        if serving < 2:
+            return Decision(Action.HOLD, "load low, but no other serving node would be left")
+        # hysteresis: the victim's clients move to the others; if that put them over a
+        # scale-out threshold, the next evaluation would add a node again (flapping)
+        after = _averages(sample.nodes, over=serving - 1)
+        crowded = [f"{name} per node {after[name]:.2f} > {limit:g}"
+                   for name, limit in _out_limits(policy) if limit and after[name] > limit]
+        if crowded:
+            return Decision(Action.HOLD, f"load low, but one node fewer would make {'; '.join(crowded)}")
         wait = policy.cooldown_in - _since(now, sample.last_scaled_at)
         if wait > 0:
             return Decision(Action.HOLD, f"load low, cooldown {wait:.1f} s left")
+        # the victim: the fewest clients to move (sessions, then viewers, then egress)
         candidates = sorted((n for n in sample.nodes if n.serving),
                             key=lambda n: (n.sessions, n.viewers, n.egress_bps, n.node_id))
-        if candidates:
-            victim = candidates[0]
-            text = ", ".join(f"{name} per node {averages[name]:.2f} < {limit:g}" for name, limit in under)
-            return Decision(Action.REMOVE, f"{text}: drain {victim.node_id}", 1, (victim.node_id,))
+        victim = candidates[0]
+        text = ", ".join(f"{name} per node {averages[name]:.2f} < {limit:g}" for name, limit in under)
+        return Decision(Action.REMOVE, f"{text}: drain {victim.node_id} ({victim.sessions} sessions to move)",
+                        1, (victim.node_id,))
     return Decision(Action.HOLD, f"{count} node(s) within bounds and thresholds")

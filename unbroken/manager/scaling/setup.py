@@ -15,6 +15,7 @@ from ..config import ManagerConfig
 from ..providers import LocalProvider, LocalSettings, NodeProvider, StaticProvider, parse_port_range
 from ..providers import parse_static_nodes
 from ..registry import Registry
+from ..store import ClusterStore
 from .autoscaler import Autoscaler, ScalingSettings
 from .decisions import DecisionLog
 from .leader import LeaderLease
@@ -46,8 +47,9 @@ class HealthProber:
 
 
 def build_provider(config: ManagerConfig, manager_url: str, fingerprint: str | None,
-                   cert_file: str | None) -> NodeProvider:
-    """The provider `config.provider` names, set up to register its nodes with this manager."""
+                   cert_file: str | None, store: ClusterStore | None = None) -> NodeProvider:
+    """The provider `config.provider` names, set up to register its nodes with this manager
+    (the local provider records them in `store`, where any later leader finds them)."""
     if config.provider == "static":
         return StaticProvider(parse_static_nodes(config.static_nodes))
     if config.provider == "local":
@@ -57,7 +59,7 @@ def build_provider(config: ManagerConfig, manager_url: str, fingerprint: str | N
             manager_ca=cert_file if (cert_file and not fingerprint) else "",
             host=config.local_host, ports=parse_port_range(config.local_ports),
             drain_timeout=config.node_drain_timeout, extra_args=tuple(shlex.split(config.local_node_args)),
-            log_dir=config.local_log_dir))
+            log_dir=config.local_log_dir, state_file=config.local_state_file), store)
     if config.provider == "kubernetes":
         from ..providers.kubernetes import KubernetesProvider, load_template
 
@@ -69,7 +71,7 @@ def build_provider(config: ManagerConfig, manager_url: str, fingerprint: str | N
 def build_autoscaler(config: ManagerConfig, registry: Registry, metrics: CollectorRegistry,
                      sink: Callable[[str, str, dict[str, Any]], None], manager_url: str,
                      fingerprint: str | None, cert_file: str | None) -> tuple[Autoscaler, HealthProber]:
-    provider = build_provider(config, manager_url, fingerprint, cert_file)
+    provider = build_provider(config, manager_url, fingerprint, cert_file, registry.store)
     holder = f"{socket.gethostname()}:{config.port}:{secrets.token_hex(4)}"
     leader = LeaderLease(registry.store, holder, config.leader_lease)
     prober = HealthProber()

@@ -8,6 +8,8 @@ one interface, a local and a Redis implementation):
   (compare-and-delete) so one node's cleanup can never un-route a stream another node
   carries (LiveKit #4797, #4316);
 - each stream's edges, a set whose members hold their own lease;
+- named tables of small entries without lease (what the scaling leader's provider
+  started: any later leader finds it there);
 - an event channel that every manager subscribes to, so its in-memory view stays hot;
 - a snapshot to rebuild that view after the channel was lost (e.g. a Redis restart).
 
@@ -239,6 +241,20 @@ class ClusterStore(abc.ABC):
     @abc.abstractmethod
     async def release_lease(self, name: str, holder: str) -> bool:
         """Give the lease up only if `holder` holds it (compare-and-delete); True if it did."""
+
+    @abc.abstractmethod
+    async def put_entry(self, table: str, key: str, value: str) -> None:
+        """Set `key` in a named table of small strings (e.g. the local provider's record
+        of the nodes it started, which every manager's leader must find). Tables live
+        beside the cluster state, without lease or event: their owner deletes entries."""
+
+    @abc.abstractmethod
+    async def delete_entry(self, table: str, key: str) -> bool:
+        """Delete `key` from the table; True if it was there."""
+
+    @abc.abstractmethod
+    async def entries(self, table: str) -> dict[str, str]:
+        """Every key and value of the table."""
 
     @abc.abstractmethod
     async def snapshot(self) -> ClusterSnapshot:

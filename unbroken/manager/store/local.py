@@ -34,6 +34,7 @@ class LocalStore(ClusterStore):
         self._origins: dict[str, tuple[str, float]] = {}
         self._edges: dict[str, dict[str, float]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._tables: dict[str, dict[str, str]] = {}
         self._subscriptions: set[QueueSubscription] = set()
         self._closed = False
 
@@ -181,6 +182,22 @@ class LocalStore(ClusterStore):
             return False
         del self._leases[name]
         return True
+
+    async def put_entry(self, table: str, key: str, value: str) -> None:
+        self._check_open()
+        self._tables.setdefault(table, {})[key] = value
+
+    async def delete_entry(self, table: str, key: str) -> bool:
+        self._check_open()
+        entries = self._tables.get(table, {})
+        found = entries.pop(key, None) is not None
+        if not entries:
+            self._tables.pop(table, None)
+        return found
+
+    async def entries(self, table: str) -> dict[str, str]:
+        self._check_open()
+        return dict(self._tables.get(table, {}))
 
     async def snapshot(self) -> ClusterSnapshot:
         self._check_open()

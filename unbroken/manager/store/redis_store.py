@@ -7,6 +7,7 @@ Keys, under a prefix (default "unbroken"):
     {p}:origin:{stream}  the origin owner's node id, PX = the claim's TTL
     {p}:edges:{stream}   sorted set: node id -> membership expiry (ms, Redis server clock)
     {p}:lease:{name}     a named lease's holder (e.g. the scaling leader), PX = its TTL
+    {p}:table:{name}     hash: a named table's entries (e.g. the local provider's nodes)
     {p}:events           the pub/sub channel
 
 Every write is one Lua script that changes the state and publishes its event together, so
@@ -376,6 +377,21 @@ class RedisStore(ClusterStore):
         with _translate_errors():
             done = await self._release_lease(keys=[f"{self._prefix}:lease:{name}"], args=[holder])
         return bool(done)
+
+    async def put_entry(self, table: str, key: str, value: str) -> None:
+        self._check_open()
+        with _translate_errors():
+            await self._redis.hset(f"{self._prefix}:table:{table}", key, value)
+
+    async def delete_entry(self, table: str, key: str) -> bool:
+        self._check_open()
+        with _translate_errors():
+            return bool(await self._redis.hdel(f"{self._prefix}:table:{table}", key))
+
+    async def entries(self, table: str) -> dict[str, str]:
+        self._check_open()
+        with _translate_errors():
+            return dict(await self._redis.hgetall(f"{self._prefix}:table:{table}"))
 
     async def _server_ms(self) -> int:
         seconds, micros = await self._redis.time()
