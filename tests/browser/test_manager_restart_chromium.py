@@ -27,13 +27,19 @@ from test_restore_faults_chromium import JS_SAMPLE_COUNTER, counter_gaps  # noqa
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
+# a manager's start (a new Python process) took up to 9.4 s on a loaded 2-core test host:
+# the re-attach window is made longer than the default 10 s so that such a host cannot
+# turn the test into a restore (ReattachPolicy's numbers are checked on their own)
+REATTACH_MS = 30000
+
 # Every frame the subscriber's session hands to the <video> (a clone of its video track,
-# read with MediaStreamTrackProcessor), as [page ms, counter] (counter null: not legible),
-# into window.received. The source draws one frame per counter value (fc.counterStream),
-# so a value never received is a frame lost on the way.
+# read with MediaStreamTrackProcessor; its queue holds 2 s, so a busy page loses none), as
+# [page ms, counter] (counter null: not legible), into window.received. The source draws
+# one frame per counter value (fc.counterStream), so a value never received is a frame
+# lost on the way.
 JS_LOG_RECEIVED = """() => {
   const track = sub.attempt.session.media.getVideoTracks()[0].clone();
-  const reader = new MediaStreamTrackProcessor({track}).readable.getReader();
+  const reader = new MediaStreamTrackProcessor({track, maxBufferSize: 60}).readable.getReader();
   window.received = [];
   window.stopReceiving = () => { reader.cancel().catch(() => {}); track.stop(); };
   (async () => {
@@ -80,10 +86,12 @@ async def test_the_only_manager_restarts_and_the_page_keeps_its_sessions(start_n
             await wait_nodes(http, manager.url, 1)
             stream = stream_name("mgr-restart")
             page = await open_page(site + "/")
+            # small frames (as the Python test's): the least CPU for encoding and decoding
             await page.evaluate(JS_START_PUB, {"urls": [manager.url], "stream": stream,
-                                               "opts": {"codec": "vp8"}})
+                                               "opts": {"codec": "vp8", "reattachMs": REATTACH_MS},
+                                               "source": {"width": 512, "height": 96}})
             await page.evaluate(JS_START_SUB, {"urls": [manager.url], "stream": stream,
-                                               "opts": {}})
+                                               "opts": {"reattachMs": REATTACH_MS}})
             await playing(page)
             await page.evaluate(JS_LOG_RECEIVED)
             await page.evaluate(JS_SAMPLE_COUNTER)
@@ -92,6 +100,7 @@ async def test_the_only_manager_restarts_and_the_page_keeps_its_sessions(start_n
             assert before["proxied"] == [True, True], before  # Via, read cross-origin
             killed_at = await page.evaluate("() => performance.now()")
             baseline = frame_gaps(await page.evaluate("() => received"), killed_at - 1500)
+            shown_before = counter_gaps(await page.evaluate("() => counterSamples"))
 
             manager.proc.kill()
             manager.proc.wait(5)
@@ -102,19 +111,20 @@ async def test_the_only_manager_restarts_and_the_page_keeps_its_sessions(start_n
             await wait_nodes(http, manager.url, 1, timeout=10)
             after = await wait_js(page, f"() => {{ const s = ({JS_SESSIONS})(); "
                                         "return s.reattached.every((n) => n >= 1) && s; }",
-                                  timeout=15)
+                                  timeout=REATTACH_MS / 1000)
             attached_at = await page.evaluate("() => performance.now()")
             await asyncio.sleep(1.5)  # the counter keeps running after the re-attach
             await page.evaluate("() => { stopSampling(); stopReceiving(); }")
             received = frame_gaps(await page.evaluate("() => received"), killed_at - 200)
-            shown = frame_gaps(await page.evaluate("() => counterSamples"), killed_at - 200)
-            del shown["missing"]  # sampled at ~30 Hz: values between samples are not seen
+            shown = counter_gaps([s for s in await page.evaluate("() => counterSamples")
+                                  if s[0] >= killed_at - 200])
             kinds = await page.evaluate(
                 "() => [...pubEvents, ...subEvents].map((e) => e.kind + ':' + (e.state || e.reason || ''))")
             print(f"\nmanager restart: down {restarted_at - killed_at:.0f} ms; event streams "
                   f"attached again {attached_at - killed_at:.0f} ms after the kill "
                   f"{after['reattached']}; frames received: baseline {baseline}, from the kill "
-                  f"on {received}; <video> sampled every 33 ms {shown}; events {kinds}")
+                  f"on {received}; <video> sampled every 33 ms: before {shown_before}, from "
+                  f"the kill on {shown}; events {kinds}")
 
             assert not [k for k in kinds if k.split(":")[0] in ("restoring", "restored", "gave_up")], kinds
             assert after["locations"] == before["locations"], (before, after)
@@ -123,7 +133,8 @@ async def test_the_only_manager_restarts_and_the_page_keeps_its_sessions(start_n
             assert not received["missing"], f"frames lost over the restart: {received}"
             assert not received["backwards"], received
             assert received["longest_ms"] <= 100, f"no new frame for too long: {received}"
-            assert not shown["illegible"] and not shown["backwards"], shown
-            assert shown["longest_ms"] <= 100, f"the <video> stood still too long: {shown}"
+            assert not shown["backwards"], shown
+            assert shown["longest_blank_ms"] <= 100, f"the <video> went blank: {shown}"
+            assert shown["max_jump"] <= max(3, shown_before["max_jump"] + 1), shown
     finally:
         manager.kill()

@@ -26,8 +26,8 @@ _names = itertools.count()
 PAGE = """<!doctype html><meta charset="utf-8"><title>restore test</title><body>
 <video id="v" muted autoplay playsinline width="320"></video></body>"""
 
-JS_START_PUB = """async ({urls, stream, opts}) => {
-  window.src = fc.counterStream({fps: 30});
+JS_START_PUB = """async ({urls, stream, opts, source}) => {
+  window.src = fc.counterStream({fps: 30, ...source});
   window.pubEvents = [];
   window.pub = new ub.Publisher({urls, stream, mediaStream: src.stream, ...opts});
   pub.on('event', (e) => pubEvents.push(e));
