@@ -34,9 +34,9 @@ REATTACH_MS = 30000
 
 # Every frame the subscriber's session hands to the <video> (a clone of its video track,
 # read with MediaStreamTrackProcessor; its queue holds 2 s, so a busy page loses none), as
-# [page ms, counter] (counter null: not legible), into window.received. The source draws
-# one frame per counter value (fc.counterStream), so a value never received is a frame
-# lost on the way.
+# [page ms, counter] (counter null: not legible), into window.received. The source sends
+# one frame per counter value (fc.counterStream's `exact`), so a value never received is a
+# frame lost on the way.
 JS_LOG_RECEIVED = """() => {
   const track = sub.attempt.session.media.getVideoTracks()[0].clone();
   const reader = new MediaStreamTrackProcessor({track, maxBufferSize: 60}).readable.getReader();
@@ -86,10 +86,11 @@ async def test_the_only_manager_restarts_and_the_page_keeps_its_sessions(start_n
             await wait_nodes(http, manager.url, 1)
             stream = stream_name("mgr-restart")
             page = await open_page(site + "/")
-            # small frames (as the Python test's): the least CPU for encoding and decoding
+            # one frame per counter value; small frames (as the Python test's): the least CPU
+            # for encoding and decoding
             await page.evaluate(JS_START_PUB, {"urls": [manager.url], "stream": stream,
                                                "opts": {"codec": "vp8", "reattachMs": REATTACH_MS},
-                                               "source": {"width": 512, "height": 96}})
+                                               "source": {"width": 512, "height": 96, "exact": True}})
             await page.evaluate(JS_START_SUB, {"urls": [manager.url], "stream": stream,
                                                "opts": {"reattachMs": REATTACH_MS}})
             await playing(page)

@@ -76,12 +76,13 @@ export function drawCounter(c, value) {
 
 /**
  * A test source for publishers: a canvas video track showing a frame counter that grows by
- * one per frame (and a moving bar, so encoders always have work), at `fps`. Every value is
- * exactly one captured frame (requestFrame after each drawing), so a value a viewer never
- * got is a frame lost on the way.
+ * one per frame (and a moving bar, so encoders always have work), at `fps`. `exact`: every
+ * value is exactly one captured frame (requestFrame after each drawing), so a value a
+ * viewer never got is a frame lost on the way; otherwise the canvas is captured at `fps`
+ * (a value may be skipped there).
  * @returns {{stream: MediaStream, stop(): void, counter(): number}}
  */
-export function counterStream({ width = 640, height = 360, fps = 30 } = {}) {
+export function counterStream({ width = 640, height = 360, fps = 30, exact = false } = {}) {
   const canvas = document.createElement('canvas');
   canvas.width = width;
   canvas.height = height;
@@ -94,9 +95,9 @@ export function counterStream({ width = 640, height = 360, fps = 30 } = {}) {
     c.fillRect((n * 8) % width, BLOCK + 20, 40, height - BLOCK - 40);
     drawCounter(c, n & 0xffff);
     n += 1;
-    track.requestFrame();
+    if (exact) track.requestFrame();
   };
-  const stream = canvas.captureStream(0);
+  const stream = canvas.captureStream(exact ? 0 : fps);
   const [track] = stream.getVideoTracks();
   draw();
   const timer = setInterval(draw, 1000 / fps);
