@@ -190,12 +190,13 @@ async def test_reattach_policy_answers_like_the_python_one(open_page, site):
 CORS = {"Access-Control-Allow-Origin": "*"}
 
 # restore.js's EventStreamWatch on a bare Attempt, re-attaching (or not) with a short policy
-JS_WATCH_EVENTS = """async ({url, reattach, alive}) => {
+JS_WATCH_EVENTS = """async ({url, reattach, alive, maxMs}) => {
   const r = await import('/web/restore.js');
   const attempt = new r.Attempt({options: r.restoreOptions({pingPeriodMs: 100, missingPings: 3})}, url);
   const seen = [];
   const watch = new r.EventStreamWatch(attempt, url, null, (e, d) => seen.push([e, d]), {
-    reattach: reattach ? new r.ReattachPolicy({waitsMs: [0, 50]}) : null, mediaAlive: () => alive});
+    reattach: reattach ? new r.ReattachPolicy({waitsMs: [0, 50], maxMs: maxMs || 10000}) : null,
+    mediaAlive: () => alive});
   watch.start();
   window.watched = {attempt, watch, seen};
 }"""
@@ -256,6 +257,32 @@ async def test_a_proxied_event_stream_is_attached_again_while_media_flows(open_p
         assert state["seen"] == [["active", {"n": 1}], ["active", {"n": len(calls)}]], state
         assert state["reattached"] == 1 and not state["reattaching"], state
         assert len(calls) >= 6 and set(calls) == {"100"}, calls  # 503s in between
+    finally:
+        await page.evaluate("() => watched.attempt.stopBackground()")
+        await runner.cleanup()
+
+
+async def test_every_loss_of_a_proxied_event_stream_has_its_own_time_limit(open_page, site):
+    """Attached again, read longer than the limit, then broken off (a second restart): it is
+    attached again, the limit counting from the second loss, not the first."""
+    calls = []
+
+    async def handler(request):
+        calls.append(1)
+        if len(calls) == 1:
+            return await sse(request, "event: active\ndata: {}\n\n")
+        resp = await sse(request, "event: active\ndata: {}\n\n", 0.6 if len(calls) == 2 else 10)
+        request.transport.close()  # broken off, as by a SIGKILLed proxy
+        return resp
+
+    page = await open_page(site + "/")
+    runner, url = await event_server(handler)
+    try:
+        await page.evaluate(JS_WATCH_EVENTS, {"url": url, "reattach": True, "alive": True,
+                                              "maxMs": 300})
+        state = await wait_js(page, f"() => {{ const w = ({JS_WATCHED})(); "
+                                    "return (w.reattached >= 2 || w.fault) && w; }", timeout=5)
+        assert state["fault"] is None and state["reattached"] == 2 and len(calls) == 3, state
     finally:
         await page.evaluate("() => watched.attempt.stopBackground()")
         await runner.cleanup()
