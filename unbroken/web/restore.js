@@ -603,7 +603,8 @@ export class EventStreamWatch {
    * session is gone. */
   async _attachAgain(keepaliveMs) {
     const { attempt } = this;
-    if (!this.reattach || attempt.fault) return false;  // a fault: the session is being replaced
+    // stopped, or a fault: the session is being replaced
+    if (!this.reattach || attempt.signal.aborted || attempt.fault) return false;
     this.reattaching = true;
     const lostAt = now();
     let status = null;
