@@ -26,8 +26,8 @@ _names = itertools.count()
 PAGE = """<!doctype html><meta charset="utf-8"><title>restore test</title><body>
 <video id="v" muted autoplay playsinline width="320"></video></body>"""
 
-JS_START_PUB = """async ({urls, stream, opts}) => {
-  window.src = fc.counterStream({fps: 30});
+JS_START_PUB = """async ({urls, stream, opts, source}) => {
+  window.src = fc.counterStream({fps: 30, ...source});
   window.pubEvents = [];
   window.pub = new ub.Publisher({urls, stream, mediaStream: src.stream, ...opts});
   pub.on('event', (e) => pubEvents.push(e));
@@ -146,6 +146,175 @@ async def test_names_match_the_vocabulary_and_python_options(node, open_page):
     assert names["options"] == expected
     assert set(names["kinds"]) >= {"session", "stream", "restoring", "restored", "gave_up",
                                    "transport"}
+
+
+# ReattachPolicy(waits_ms, max_ms) as (Python kwargs, JS options): the default, a short
+# one, one that never re-attaches, one without waits
+REATTACH_POLICIES = [({}, {}),
+                     ({"waits_ms": (0, 100, 250), "max_ms": 2000}, {"waitsMs": [0, 100, 250], "maxMs": 2000}),
+                     ({"max_ms": 0}, {"maxMs": 0}),
+                     ({"waits_ms": ()}, {"waitsMs": []})]
+REATTACH_CASES = [(status, tries, elapsed_ms, alive)
+                  for status in (None, 200, 401, 404, 410, 429, 500, 502, 503, 504)
+                  for tries in (0, 1, 2, 4, 5, 9)
+                  for elapsed_ms in (0, 100, 1900, 1999, 2000, 9800, 9999, 10000, 12000)
+                  for alive in (True, False)]
+
+
+async def test_reattach_policy_answers_like_the_python_one(open_page, site):
+    """The JS ReattachPolicy (ms) and unbroken.client.reattach.ReattachPolicy (s) give the
+    same answer for every case of a table, and the same defaults."""
+    from unbroken.client.reattach import RETRY_STATUSES, ReattachPolicy
+
+    page = await open_page(site + "/")
+    answers = await page.evaluate("""({policies, cases}) => ({
+      retry: ub.RETRY_STATUSES,
+      defaults: (({waitsMs, maxMs}) => ({waitsMs, maxMs}))(new ub.ReattachPolicy()),
+      answers: policies.map((o) => { const p = new ub.ReattachPolicy(o);
+        return cases.map(([s, n, ms, alive]) => p.nextWait(s, n, ms, alive)); }),
+    })""", {"policies": [js for _, js in REATTACH_POLICIES], "cases": REATTACH_CASES})
+    assert sorted(answers["retry"]) == sorted(RETRY_STATUSES)
+    default = ReattachPolicy()
+    assert answers["defaults"] == {"waitsMs": list(default.waits_ms), "maxMs": default.max_ms}
+    assert default.max_ms == RestoreOptions().reattach_ms
+    for (py, _), got in zip(REATTACH_POLICIES, answers["answers"]):
+        policy = ReattachPolicy(**py)
+        for case, js_ms in zip(REATTACH_CASES, got):
+            status, tries, elapsed_ms, alive = case
+            want = policy.next_wait(status, tries, elapsed_ms / 1000, alive)
+            assert (want is None) == (js_ms is None), (py, case, want, js_ms)
+            if want is not None:
+                assert js_ms == pytest.approx(want * 1000, abs=1e-6), (py, case, want, js_ms)
+
+
+CORS = {"Access-Control-Allow-Origin": "*"}
+
+# restore.js's EventStreamWatch on a bare Attempt, re-attaching (or not) with a short policy
+JS_WATCH_EVENTS = """async ({url, reattach, alive, maxMs}) => {
+  const r = await import('/web/restore.js');
+  const attempt = new r.Attempt({options: r.restoreOptions({pingPeriodMs: 100, missingPings: 3})}, url);
+  const seen = [];
+  const watch = new r.EventStreamWatch(attempt, url, null, (e, d) => seen.push([e, d]), {
+    reattach: reattach ? new r.ReattachPolicy({waitsMs: [0, 50], maxMs: maxMs || 10000}) : null,
+    mediaAlive: () => alive});
+  watch.start();
+  window.watched = {attempt, watch, seen};
+}"""
+
+JS_WATCHED = """() => ({seen: watched.seen, fault: watched.attempt.fault && watched.attempt.fault.name,
+  reattached: watched.watch.reattached, reattaching: watched.watch.reattaching})"""
+
+
+async def event_server(handler):
+    """A scripted server of one session's event stream (CORS: the page is elsewhere)."""
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    return runner, f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}/events"
+
+
+async def sse(request, event: str, keepalive_s: float = 0.0):
+    """An event stream with `event`, then keep-alives for `keepalive_s` (0: it ends)."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **CORS})
+    await resp.prepare(request)
+    await resp.write(event.encode())
+    loop = asyncio.get_running_loop()
+    end = loop.time() + keepalive_s
+    while loop.time() < end:
+        await asyncio.sleep(0.05)
+        await resp.write(b":\n\n")
+    return resp
+
+
+async def test_a_proxied_event_stream_is_attached_again_while_media_flows(open_page, site):
+    """The proxy restarts: the stream ends, the proxy answers 503 for longer than the
+    missing-pings window, then the stream is back: no fault, the events go on."""
+    calls, lost = [], []
+
+    async def handler(request):
+        calls.append(request.query.get("keepalive_ms"))
+        loop = asyncio.get_running_loop()
+        if len(calls) == 1:
+            lost.append(loop.time())
+            return await sse(request, 'event: active\ndata: {"n": 1}\n\n')
+        if loop.time() - lost[0] < 0.6:  # twice missingPings x pingPeriodMs
+            return web.json_response({"error": "node_not_known_yet"}, status=503,
+                                     headers={"Retry-After": "1", **CORS})
+        return await sse(request, f'event: active\ndata: {{"n": {len(calls)}}}\n\n', 10)
+
+    page = await open_page(site + "/")
+    runner, url = await event_server(handler)
+    try:
+        await page.evaluate(JS_WATCH_EVENTS, {"url": url, "reattach": True, "alive": True})
+        state = await wait_js(page, f"() => {{ const w = ({JS_WATCHED})(); "
+                                    "return (w.seen.length >= 2 || w.fault) && w; }", timeout=5)
+        await asyncio.sleep(0.5)  # the re-attached stream is watched as before
+        state = await page.evaluate(JS_WATCHED)
+        assert state["fault"] is None, state
+        assert state["seen"] == [["active", {"n": 1}], ["active", {"n": len(calls)}]], state
+        assert state["reattached"] == 1 and not state["reattaching"], state
+        assert len(calls) >= 6 and set(calls) == {"100"}, calls  # 503s in between
+    finally:
+        await page.evaluate("() => watched.attempt.stopBackground()")
+        await runner.cleanup()
+
+
+async def test_every_loss_of_a_proxied_event_stream_has_its_own_time_limit(open_page, site):
+    """Attached again, read longer than the limit, then broken off (a second restart): it is
+    attached again, the limit counting from the second loss, not the first."""
+    calls = []
+
+    async def handler(request):
+        calls.append(1)
+        if len(calls) == 1:
+            return await sse(request, "event: active\ndata: {}\n\n")
+        resp = await sse(request, "event: active\ndata: {}\n\n", 0.6 if len(calls) == 2 else 10)
+        request.transport.close()  # broken off, as by a SIGKILLed proxy
+        return resp
+
+    page = await open_page(site + "/")
+    runner, url = await event_server(handler)
+    try:
+        await page.evaluate(JS_WATCH_EVENTS, {"url": url, "reattach": True, "alive": True,
+                                              "maxMs": 300})
+        state = await wait_js(page, f"() => {{ const w = ({JS_WATCHED})(); "
+                                    "return (w.reattached >= 2 || w.fault) && w; }", timeout=5)
+        assert state["fault"] is None and state["reattached"] == 2 and len(calls) == 3, state
+    finally:
+        await page.evaluate("() => watched.attempt.stopBackground()")
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("reattach, status, alive, tries", [
+    (True, 404, True, 2),    # no such session (any status but 429/503: gone)
+    (True, 502, True, 2),    # the node is failing
+    (True, 503, False, 1),   # the media no longer proves the session alive
+    (False, 503, True, 1),   # the node's own stream (no Via): its end is the session's
+])
+async def test_an_event_stream_is_given_up_when_the_session_is_gone(open_page, site, reattach,
+                                                                  status, alive, tries):
+    calls = []
+
+    async def handler(request):
+        calls.append(1)
+        if len(calls) > 1:
+            return web.json_response({"error": "x"}, status=status, headers=CORS)
+        return await sse(request, 'event: active\ndata: {}\n\n')
+
+    page = await open_page(site + "/")
+    runner, url = await event_server(handler)
+    try:
+        await page.evaluate(JS_WATCH_EVENTS, {"url": url, "reattach": reattach, "alive": alive})
+        state = await wait_js(page, f"() => {{ const w = ({JS_WATCHED})(); return w.fault && w; }}",
+                              timeout=5)
+        assert state["fault"] == "session_closed", state
+        assert len(calls) == tries and state["reattached"] == 0, (calls, state)
+    finally:
+        await page.evaluate("() => watched.attempt.stopBackground()")
+        await runner.cleanup()
 
 
 async def test_vendor_route_serves_hlsjs_from_node_modules(node, open_page):

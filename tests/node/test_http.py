@@ -439,7 +439,7 @@ def check_created(headers, kind: str, stream: str) -> str:
     assert headers["Accept-Patch"] == TRICKLE
     assert headers["Access-Control-Allow-Origin"] == "*"
     exposed = {h.strip().lower() for h in headers["Access-Control-Expose-Headers"].split(",")}
-    assert {"location", "etag", "link"} <= exposed
+    assert {"location", "etag", "link", "via"} <= exposed  # via: a proxy's answers
     return session_id
 
 

@@ -8,7 +8,9 @@ CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    # Via: a proxied answer (the stream manager's); the browser SDK then re-attaches a lost
+    # event stream instead of ending the session
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post, "
-                                     "Retry-After",
+                                     "Retry-After, Via",
     "Access-Control-Max-Age": "86400",
 }

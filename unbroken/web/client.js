@@ -4,12 +4,12 @@
 
 import { publish, play, UnbrokenError } from './unbroken.js';
 import {
-  Attempt, EventStreamWatch, FAULTS, RestoringClient, StallWatchdog, now, withTimeout,
+  Attempt, EventStreamWatch, FAULTS, ReattachPolicy, RestoringClient, StallWatchdog, now, withTimeout,
 } from './restore.js';
 
 export {
-  BROWSER_DEFAULTS, EVENT_KINDS, FAULTS, RESTORE_DEFAULTS, SESSION_STATES, STREAM_STATES,
-  TRY_ELSEWHERE, restoreOptions,
+  BROWSER_DEFAULTS, EVENT_KINDS, FAULTS, RESTORE_DEFAULTS, RETRY_STATUSES, ReattachPolicy,
+  SESSION_STATES, STREAM_STATES, TRY_ELSEWHERE, restoreOptions,
 } from './restore.js';
 
 const FIRST_MEDIA_POLL_MS = 10;   // how soon the first frame of an attempt is noticed
@@ -19,6 +19,8 @@ const UPSTREAM_SILENCE_MS = 2500; // silence tolerated while the node is still h
 const MOVED_POLL_MS = 100;
 const HLS_STALL_MS = 4000;        // HLS: the playhead not moving this long → restore
 const NOT_LIVE = [404, 409];      // "not live" answers: not a transport failure
+// the node's receiver reports come every 0.5-1.5 s: one this recent proves it receives us
+const REPORT_PROVES_ALIVE_MS = 2500;
 
 function authHeaders(token) { return token ? { Authorization: `Bearer ${token}` } : {}; }
 
@@ -43,6 +45,29 @@ function watchConnection(attempt, pc) {
       cancelGrace = null;
     }
   });
+}
+
+/** Watch the session's server-sent events. Its answer came through a proxy (the stream
+ * manager): a lost event stream is attached again while `mediaAlive()` says the media
+ * session lives (a manager restart costs no new session); otherwise its loss is the end. */
+function watchEvents(attempt, session, onEvent, mediaAlive) {
+  const reattach = session.proxied ? new ReattachPolicy({ maxMs: attempt.options.reattachMs }) : null;
+  const watch = new EventStreamWatch(attempt, session.events, attempt.client.token, onEvent,
+    { reattach, mediaAlive });
+  watch.start();
+  return watch;
+}
+
+/** ms since the last RTCP receiver report from the node on any of our streams (Chromium
+ * stamps remote-inbound-rtp stats with its arrival), null before the first. */
+async function reportAge(pc) {
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let newest = null;
+  report.forEach((s) => {
+    if (s.type === 'remote-inbound-rtp' && (newest === null || s.timestamp > newest)) newest = s.timestamp;
+  });
+  return newest === null ? null : performance.timeOrigin + performance.now() - newest;
 }
 
 /** Sum of `field` over the RTP stats of `type` and `kind` ('' = any kind). */
@@ -85,10 +110,15 @@ class PublishAttempt extends Attempt {
     this.session = session;
     watchConnection(this, session.pc);
     if (session.events) {
-      this.events = new EventStreamWatch(this, session.events, client.token, (e, d) => this._onServerEvent(e, d));
-      this.events.start();
+      this.events = watchEvents(this, session, (e, d) => this._onServerEvent(e, d), () => this._nodeReceives());
     }
     this._watchBytes();
+  }
+
+  /** The node's receiver reports say it still gets our media (our own sent bytes do not). */
+  async _nodeReceives() {
+    const age = await reportAge(this.session?.pc);
+    return age !== null && age < REPORT_PROVES_ALIVE_MS;
   }
 
   /** Media "arrives" while the video sender's bytes grow; seed 004's bitrate check reports
@@ -271,11 +301,16 @@ class PlayAttempt extends Attempt {
     this.session = session;
     watchConnection(this, session.pc);
     if (session.events) {
-      this.events = new EventStreamWatch(this, session.events, client.token, (e, d) => this._onServerEvent(e, d));
-      this.events.start();
+      this.events = watchEvents(this, session, (e, d) => this._onServerEvent(e, d), () => this._mediaFlows());
     }
     this._followFrames();
     if (this.options.mediaSilenceMs) this._watchSilence(this.options.mediaSilenceMs);
+  }
+
+  /** Frames decoded (getStats) within the silence window (1 s when that check is off). */
+  _mediaFlows() {
+    const windowMs = this.options.mediaSilenceMs || 1000;
+    return this.lastMediaAt !== null && now() - this.lastMediaAt < windowMs;
   }
 
   _followFrames() {

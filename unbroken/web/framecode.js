@@ -22,11 +22,11 @@ function context() {
 
 /**
  * Mean luma (0..255) of each block's inner 16x16, or null when no frame is available.
- * @param {HTMLVideoElement|HTMLCanvasElement|ImageBitmap} video
+ * @param {HTMLVideoElement|HTMLCanvasElement|ImageBitmap|VideoFrame} video
  */
 export function readLumas(video) {
-  const w = video.videoWidth ?? video.width;
-  const h = video.videoHeight ?? video.height;
+  const w = video.videoWidth ?? video.displayWidth ?? video.width;
+  const h = video.videoHeight ?? video.displayHeight ?? video.height;
   if (!w || !h || w < BLOCK * BITS || h < BLOCK) return null;
   const c = context();
   // Source rectangle at the video's intrinsic size: pixels map 1:1 onto the canvas.
@@ -76,10 +76,13 @@ export function drawCounter(c, value) {
 
 /**
  * A test source for publishers: a canvas video track showing a frame counter that grows by
- * one per frame (and a moving bar, so encoders always have work), at `fps`.
+ * one per frame (and a moving bar, so encoders always have work), at `fps`. `exact`: every
+ * value is exactly one captured frame (requestFrame after each drawing), so a value a
+ * viewer never got is a frame lost on the way; otherwise the canvas is captured at `fps`
+ * (a value may be skipped there).
  * @returns {{stream: MediaStream, stop(): void, counter(): number}}
  */
-export function counterStream({ width = 640, height = 360, fps = 30 } = {}) {
+export function counterStream({ width = 640, height = 360, fps = 30, exact = false } = {}) {
   const canvas = document.createElement('canvas');
   canvas.width = width;
   canvas.height = height;
@@ -92,10 +95,12 @@ export function counterStream({ width = 640, height = 360, fps = 30 } = {}) {
     c.fillRect((n * 8) % width, BLOCK + 20, 40, height - BLOCK - 40);
     drawCounter(c, n & 0xffff);
     n += 1;
+    if (exact) track.requestFrame();
   };
+  const stream = canvas.captureStream(exact ? 0 : fps);
+  const [track] = stream.getVideoTracks();
   draw();
   const timer = setInterval(draw, 1000 / fps);
-  const stream = canvas.captureStream(fps);
   return {
     stream,
     counter: () => n,

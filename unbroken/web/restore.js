@@ -58,6 +58,10 @@ export const RESTORE_DEFAULTS = Object.freeze({
   missingPings: 3,
   /** seed 004 "Pings check period": the keep-alive period asked of the node (ms) */
   pingPeriodMs: 250,
+  /** a session whose signaling came through a proxy (the stream manager) that broke while
+   * its media still flows: re-attach the signaling within this long, keeping the media
+   * session (a manager restart costs no gap); 0 = a new session at once (ms) */
+  reattachMs: 10000,
   /** seed 004 "Check bitrate": sample the publisher's outbound bytes */
   bitrateCheck: true,
   /** seed 004 "Bitrate check interval" (ms) */
@@ -104,6 +108,7 @@ export function restoreOptions(given = {}) {
   if (o.maxTries < 1) throw new RangeError('maxTries must be at least 1');
   if (o.timeoutMs < 0 || o.backoffMs.some((b) => b < 0)) throw new RangeError('retry waits cannot be negative');
   if (!(o.jitter >= 0 && o.jitter < 1)) throw new RangeError('jitter must be in [0, 1)');
+  if (!(o.reattachMs >= 0)) throw new RangeError('reattachMs cannot be negative');
   if (o.missingPings < 1 || o.pingPeriodMs < 50 || o.pingPeriodMs > 60000) {
     throw new RangeError('missingPings >= 1 and pingPeriodMs in [50, 60000]');
   }
@@ -505,39 +510,157 @@ export class RestoringClient extends Emitter {
 
 const round1 = (x) => Math.round(x * 10) / 10;
 
+// --- re-attaching a proxied event stream (twin of unbroken/client/reattach.py) --------
+//
+// Media never crosses a proxy (the stream manager): when the stream manager between the
+// page and its node restarts or dies, the node and the media session are fine and only the
+// signaling path broke. A session whose answer came through a proxy (a `Via` header) then
+// re-attaches its event stream — through the same proxy, or another replica of it — instead
+// of opening a new media session, as long as its media still proves the session alive. A
+// session on a node reached directly has no such doubt: a lost event stream there is a node
+// that ended the session or died.
+
+/** Answers through a proxy that say "not now", never "no such session": the manager
+ * restarting (it does not know the node yet: 503), busy (429), its own drain (503). */
+export const RETRY_STATUSES = Object.freeze([429, 503]);
+
+/**
+ * What a lost, proxied event stream does next: Python's ReattachPolicy, in ms. Pure.
+ * `waitsMs`: the wait before each try (the last one repeats); `maxMs`: how long a session
+ * may live without its event stream (0 = never re-attach).
+ */
+export class ReattachPolicy {
+  constructor({ waitsMs = [0, 50, 100, 200, 250], maxMs = 10000 } = {}) {
+    this.waitsMs = Object.freeze([...waitsMs]);
+    this.maxMs = maxMs;
+    Object.freeze(this);
+  }
+
+  /**
+   * ms to wait before try number `tries` (0 = the first re-attach), or null: the session
+   * is gone (fault). `status`: the HTTP status of the last try (null: the stream just
+   * ended, or the proxy could not be reached); `elapsedMs`: since the stream was lost;
+   * `mediaAlive`: the session's media still proves it alive.
+   */
+  nextWait(status, tries, elapsedMs, mediaAlive) {
+    if (this.maxMs <= 0 || !mediaAlive) return null;
+    // 404/410: the session is gone; 401/403: not ours; 502/504: the node is failing
+    if (status !== null && status !== undefined && !RETRY_STATUSES.includes(status)) return null;
+    if (elapsedMs >= this.maxMs) return null;
+    const { waitsMs } = this;
+    const waitMs = waitsMs.length ? waitsMs[Math.min(tries, waitsMs.length - 1)] : 0;
+    return Math.min(waitMs, Math.max(0, this.maxMs - elapsedMs));
+  }
+}
+
 /**
  * Reads a WHIP/WHEP session's server-sent events (fetch, so keep-alive comments count and a
  * token can be sent), hands events to onEvent(name, data), and reports 'session_closed' when
  * the stream ends or 'missing_pings' after `missingPings` silent keep-alive periods.
+ *
+ * `reattach` (a ReattachPolicy): the session came through a proxy: a stream that ends, or a
+ * proxy that cannot be reached, is attached again while `mediaAlive()` (bool or Promise)
+ * says the session lives and the policy allows — keep-alives are not expected meanwhile;
+ * 'session_closed' only when it says the session is gone. null: the node itself served the
+ * stream, its end is the session's end.
  */
 export class EventStreamWatch {
-  constructor(attempt, url, token, onEvent) {
+  constructor(attempt, url, token, onEvent, { reattach = null, mediaAlive = null } = {}) {
     this.attempt = attempt;
     this.url = url;
     this.token = token;
     this.onEvent = onEvent;
+    this.reattach = reattach;
+    this.mediaAlive = mediaAlive;
     this.lastHeard = now();
+    this.reattached = 0;  // times the stream was attached again after a loss
+    this.reattaching = false;  // keep-alives are not expected meanwhile
   }
 
   start() {
     const { pingPeriodMs, missingPings } = this.attempt.options;
-    this._read(Math.max(100, Math.min(10000, pingPeriodMs)));
-    this.attempt.every(pingPeriodMs / 2, () => this.check());
     this.limit = pingPeriodMs * missingPings;
+    this._run(Math.max(100, Math.min(10000, pingPeriodMs)));
+    this.attempt.every(pingPeriodMs / 2, () => this.check());
   }
 
   check() {
-    if (now() - this.lastHeard > this.limit) this.attempt.reportFault(FAULTS.MISSING_PINGS, this.lastHeard);
+    if (!this.reattaching && now() - this.lastHeard > this.limit) {
+      this.attempt.reportFault(FAULTS.MISSING_PINGS, this.lastHeard);
+    }
   }
 
-  async _read(keepaliveMs) {
+  async _run(keepaliveMs) {
+    const { attempt } = this;
+    const first = await this._read(keepaliveMs);
+    if (attempt.signal.aborted) return;
+    if (first.status !== null && first.status !== 200) return;  // no event stream for us: media watch only
+    while (await this._attachAgain(keepaliveMs)) { /* read again until it was lost again */ }
+    if (!attempt.signal.aborted) attempt.reportFault(FAULTS.SESSION_CLOSED, this.lastHeard);
+  }
+
+  /** After a lost stream: true once it was read again (and lost again), false when the
+   * session is gone. */
+  async _attachAgain(keepaliveMs) {
+    const { attempt } = this;
+    // stopped, or a fault: the session is being replaced
+    if (!this.reattach || attempt.signal.aborted || attempt.fault) return false;
+    this.reattaching = true;
+    const lostAt = now();
+    let status = null;
+    let tries = 0;
+    try {
+      for (;;) {
+        const alive = await this._mediaIsAlive();
+        if (attempt.signal.aborted || attempt.fault) return false;
+        const waitMs = this.reattach.nextWait(status, tries, now() - lostAt, alive);
+        if (waitMs === null) {
+          console.info(`unbroken: event stream not attached again (status ${status}, ${tries} tries, `
+            + `after ${Math.round(now() - lostAt)} ms, media ${alive ? 'alive' : 'not alive'})`);
+          return false;
+        }
+        if (waitMs) await sleep(waitMs, attempt.signal);
+        if (attempt.signal.aborted) return false;
+        tries += 1;
+        const got = await this._read(keepaliveMs, lostAt);
+        if (got.attached) return true;
+        status = got.status;
+      }
+    } finally {
+      this.reattaching = false;
+    }
+  }
+
+  async _mediaIsAlive() {
+    if (!this.mediaAlive) return false;
+    try { return Boolean(await this.mediaAlive()); } catch { return false; }
+  }
+
+  /** Read the stream until it ends: {status, attached}. status: the HTTP status, null when
+   * it could not be reached; attached: it answered 200 (and was read until it ended or
+   * broke). `lostAt`: this is a re-attach of a stream lost then. */
+  async _read(keepaliveMs, lostAt = null) {
     const { attempt } = this;
     const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
     const url = new URL(this.url);
     url.searchParams.set('keepalive_ms', String(keepaliveMs));
+    let res;
     try {
-      const res = await fetch(url, { headers, signal: attempt.signal, cache: 'no-store' });
-      if (res.status !== 200) return;  // no event stream for us: media watch only
+      res = await fetch(url, { headers, signal: attempt.signal, cache: 'no-store' });
+    } catch {
+      return { status: null, attached: false };  // unreachable (or aborted: the caller checks)
+    }
+    if (res.status !== 200) {
+      res.body?.cancel().catch(() => {});
+      return { status: res.status, attached: false };
+    }
+    this.lastHeard = now();
+    if (lostAt !== null) {
+      this.reattached += 1;
+      this.reattaching = false;
+      console.info(`unbroken: event stream attached again after ${Math.round(this.lastHeard - lostAt)} ms`);
+    }
+    try {
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       let event = '';
@@ -558,10 +681,8 @@ export class EventStreamWatch {
           }
         }
       }
-    } catch (err) {
-      if (attempt.signal.aborted) return;
-    }
-    if (!attempt.signal.aborted) attempt.reportFault(FAULTS.SESSION_CLOSED, this.lastHeard);
+    } catch { /* broken off (or aborted: the caller checks) */ }
+    return { status: 200, attached: true };
   }
 }
 

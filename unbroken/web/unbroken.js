@@ -61,7 +61,9 @@ async function readReason(res) {
 }
 
 // Offer → POST (WHIP/WHEP, no trickle) → answer. Returns {location, events} as absolute
-// URLs (events: the server-sent events offered in the Link header, or null).
+// URLs (events: the server-sent events offered in the Link header, or null), and
+// `proxied`: the answer came through a proxy (a `Via` header: the stream manager), so the
+// node may outlive a broken path to it (restore.js re-attaches the events then).
 async function negotiate(pc, url, token, signal) {
   await pc.setLocalDescription(await pc.createOffer());
   await waitIceGathering(pc);
@@ -78,8 +80,10 @@ async function negotiate(pc, url, token, signal) {
   const answer = await res.text();
   const loc = res.headers.get('Location');
   const events = eventsLink(res.headers.get('Link'));
+  const proxied = res.headers.has('Via');  // cross-origin: exposed by the CORS headers
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  return { location: loc ? new URL(loc, url).href : null, events: events ? new URL(events, url).href : null };
+  return { location: loc ? new URL(loc, url).href : null, events: events ? new URL(events, url).href : null,
+    proxied };
 }
 
 /** The server-sent events URL in a Link header (rel SSE_REL), or null. */
@@ -91,12 +95,13 @@ export function eventsLink(header) {
   return null;
 }
 
-function session(pc, { location, events }, token, cleanup = () => {}) {
+function session(pc, { location, events, proxied }, token, cleanup = () => {}) {
   let stopped = false;
   return {
     pc,
     location,
     events,
+    proxied,
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -145,7 +150,7 @@ export function codecPreferences(name, kind = 'video') {
  * @param {RTCIceServer[]} [o.iceServers]
  * @param {string} [o.replaces]   id of our previous session on this stream (take over at once)
  * @param {AbortSignal} [o.signal]
- * @returns {Promise<{pc: RTCPeerConnection, location: string, events: string|null, media: MediaStream, stop(): Promise<void>}>}
+ * @returns {Promise<{pc: RTCPeerConnection, location: string, events: string|null, proxied: boolean, media: MediaStream, stop(): Promise<void>}>}
  */
 export async function publish({ url, stream, token, media, videoCodec, iceServers = [], replaces, signal }) {
   const own = !(media instanceof MediaStream);
@@ -174,7 +179,7 @@ export async function publish({ url, stream, token, media, videoCodec, iceServer
  * Play over WHEP; the received MediaStream is attached to `video` (if given).
  * Rejects with an UnbrokenError (status 409, retryAfter) when the stream is not live
  * (after `waitLiveMs`, if given: the node holds the POST that long for a publisher).
- * @returns {Promise<{pc: RTCPeerConnection, location: string, media: MediaStream, stop(): Promise<void>}>}
+ * @returns {Promise<{pc: RTCPeerConnection, location: string, events: string|null, proxied: boolean, media: MediaStream, stop(): Promise<void>}>}
  */
 export async function play({ url, stream, token, video, iceServers = [], waitLiveMs, signal }) {
   const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
