@@ -167,3 +167,36 @@ async def test_a_proxied_stream_is_given_up_when_the_session_is_gone(status, med
     finally:
         watch.stop()
         await runner.cleanup()
+
+
+async def test_every_loss_of_a_proxied_stream_gets_its_own_time_limit():
+    """Attached again, then broken again later (a second manager restart): the second
+    loss is re-attached too, though the first one started longer ago than the limit."""
+    calls = []
+
+    async def handler(request):
+        calls.append(1)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b": keep-alive\n\n")
+        if len(calls) < 3:
+            await asyncio.sleep(0.4)  # longer than the policy's limit
+            request.transport.abort()  # broken, not ended
+            return resp
+        await asyncio.sleep(5)
+        return resp
+
+    runner, url = await event_server(handler)
+    faults = Faults()
+    watch = EventStreamWatch(url, None, 1.0, 3, lambda e, d: None, faults,
+                             ReattachPolicy(waits_ms=(0,), max_ms=300), lambda: True)
+    try:
+        watch.start()
+        for _ in range(100):
+            if watch.reattached == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert watch.reattached == 2 and not faults.seen
+    finally:
+        watch.stop()
+        await runner.cleanup()

@@ -427,6 +427,14 @@ async def test_options(srv, http, kind):
         assert "PATCH" in resp.headers["Access-Control-Allow-Methods"]
         assert "DELETE" in resp.headers["Access-Control-Allow-Methods"]
         assert "if-match" in resp.headers["Access-Control-Allow-Headers"].lower()
+    # a page on another origin sends its token with the events request: preflighted
+    events_preflight = {**preflight, "Access-Control-Request-Method": "GET",
+                        "Access-Control-Request-Headers": "authorization"}
+    async with http.options(f"{srv.url}/{kind}/{name()}/{'x' * 24}/events",
+                            headers=events_preflight) as resp:
+        assert resp.status == 204
+        assert "GET" in resp.headers["Access-Control-Allow-Methods"]
+        assert "authorization" in resp.headers["Access-Control-Allow-Headers"].lower()
 
 
 def check_created(headers, kind: str, stream: str) -> str:

@@ -151,12 +151,15 @@ class EventStreamWatch:
         return bool(alive)
 
     async def _read(self, http: aiohttp.ClientSession, lost_at: float | None = None) -> int | None:
-        """Read the stream until it ends: its HTTP status, None when it could not be
-        reached. `lost_at`: this is a re-attach of a stream lost then."""
+        """Read the stream until it ends or breaks: its HTTP status (200: it was read),
+        None when it could not be reached. `lost_at`: this is a re-attach of a stream
+        lost then."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = f"{self.url}?keepalive_ms={max(100, int(self.period * 1000))}"
+        status: int | None = None
         try:
             async with http.get(url, headers=headers) as resp:
+                status = resp.status
                 if resp.status != 200:
                     return resp.status
                 if lost_at is not None:
@@ -179,9 +182,9 @@ class EventStreamWatch:
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            (log.debug if lost_at is not None else log.info)(
+            (log.debug if lost_at is not None and status is None else log.info)(
                 "event stream failed", extra={"url": self.url, "error": repr(exc)})
-            return None
+            return status  # 200: it was read, then broke (a new loss from now)
 
     def _stop_watch(self) -> None:
         if len(self._tasks) == 2:

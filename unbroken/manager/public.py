@@ -259,6 +259,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("OPTIONS", session, options)
     app.router.add_post(session + "/{events:events}", session_request)
     app.router.add_get(session + "/{events:events}", session_request)
+    app.router.add_route("OPTIONS", session + "/{events:events}", options)  # CORS preflight
     app.router.add_get("/ws", websocket)
     app.router.add_get("/hls/{stream}/{file}", hls)
     add_web_routes(app)

@@ -223,3 +223,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("OPTIONS", "/whep/{stream}/{session}", options)
     app.router.add_post("/{kind:whip|whep}/{stream}/{session}/events", events_subscribe)
     app.router.add_get("/{kind:whip|whep}/{stream}/{session}/events", events_stream)
+    # CORS preflight: a page on another origin sends its token with the events request
+    app.router.add_route("OPTIONS", "/{kind:whip|whep}/{stream}/{session}/events", options)
