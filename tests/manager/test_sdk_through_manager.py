@@ -180,7 +180,7 @@ async def test_node_drain_notice_through_the_manager_sdk_restores_elsewhere(star
                 while sub.node != node_id(b):
                     await asyncio.sleep(0.02)
             await frames_advance(sub)
-            assert a.proc.wait(10) == 0
+            assert await asyncio.to_thread(a.proc.wait, 10) == 0
         finally:
             await viewer.stop()
             await sub.stop()
@@ -240,7 +240,8 @@ async def test_manager_sigterm_exits_zero_sessions_keep_their_media(start_manage
         viewer = await WhepViewer(manager.url, "term", decode=False, http=http, wait_live_ms=5000).start()
         try:
             await viewer.wait_frames(5, WAIT_S)
-            assert manager.terminate(WAIT_S) == 0
+            # off the loop: it runs our publisher (a frozen publisher times out at the node)
+            assert await asyncio.to_thread(manager.terminate, WAIT_S) == 0
             before = viewer.frames
             await viewer.wait_frames(before + 15, WAIT_S)  # media never crossed the manager
         finally:
