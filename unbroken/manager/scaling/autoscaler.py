@@ -231,6 +231,9 @@ class Autoscaler:
 
     async def _start(self, group: str, role: NodeRole, why: str) -> str:
         node = await self.provider.start_node(group, role)
+        # the provider's list as this tick knows it: the groups evaluated after a fault's
+        # replacement count it as pending (else a replaced node is replaced twice)
+        self._provided_last[node.node_id] = node
         self._ours.add(node.node_id)
         self._tracked[node.node_id] = _Tracked("joining", group, role, started_at=self.clock())
         self.decisions.node(node.node_id, "joining", why)

@@ -1,0 +1,77 @@
+"""The scaling leader's loop with a provider stand-in: a faulty node is replaced once."""
+
+from __future__ import annotations
+
+from unbroken.manager.model import NodeRecord, NodeRole
+from unbroken.manager.providers import NodeProvider, ProvidedNode, ProviderState
+from unbroken.manager.registry import Registry
+from unbroken.manager.scaling import GroupKey, GroupPolicy
+from unbroken.manager.scaling.autoscaler import Autoscaler
+from unbroken.manager.scaling.decisions import DecisionLog
+from unbroken.manager.scaling.leader import LeaderLease
+from unbroken.manager.store import LocalStore
+
+
+class Provider(NodeProvider):
+    """Starts nothing: it lists what it was asked to start until told a node died."""
+
+    name = "stand-in"
+
+    def __init__(self) -> None:
+        self.running: dict[str, ProvidedNode] = {}
+        self.started: list[str] = []
+
+    async def start_node(self, group: str, role: NodeRole) -> ProvidedNode:
+        node_id = f"{role.value}-{len(self.started)}"
+        self.started.append(node_id)
+        node = ProvidedNode(node_id, group, role, f"http://127.0.0.1:{9000 + len(self.started)}",
+                            ProviderState.STARTING)
+        self.running[node_id] = node
+        return node
+
+    async def stop_node(self, node_id: str, drain_s: float) -> None:
+        self.running.pop(node_id, None)
+
+    async def list_nodes(self) -> list[ProvidedNode]:
+        return list(self.running.values())
+
+
+async def _healthy(record) -> bool:
+    return True
+
+
+async def test_a_faulty_node_is_replaced_once():
+    store = LocalStore()
+    registry = Registry(store, _healthy)
+    await registry.start()
+    provider = Provider()
+    leader = LeaderLease(store, "me")
+    await leader.renew()
+    key = GroupKey("default", NodeRole.ORIGIN)
+    autoscaler = Autoscaler(registry, provider, leader,
+                            {key: GroupPolicy(min=2, max=3, scale_out_cpu=0, scale_in_cpu=0)},
+                            DecisionLog(), _healthy)
+    try:
+        await autoscaler.tick()
+        assert len(provider.started) == 2
+        for seq, node_id in enumerate(provider.started, 1):
+            node = provider.running[node_id]
+            await registry.heartbeat(NodeRecord.from_json(
+                {"node_id": node_id, "role": "origin", "group": "default", "url": node.url,
+                 "state": "serving", "instance": node_id, "seq": seq}))
+        await autoscaler.tick()
+        assert len(provider.started) == 2
+
+        # one node dies (SIGKILL): gone from the provider's list and from the cluster
+        dead = provider.started[0]
+        del provider.running[dead]
+        await registry.leave(dead)
+        await autoscaler.tick()
+        assert len(provider.started) == 3, provider.started  # its replacement, and no other
+        await autoscaler.tick()
+        assert len(provider.started) == 3, provider.started
+        kinds = [(e["kind"], e.get("node")) for e in autoscaler.decisions.entries]
+        assert ("node_fault", dead) in kinds
+    finally:
+        await registry.close()
+        await store.close()
