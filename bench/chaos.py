@@ -18,9 +18,11 @@ on an address every namespace reaches.
 
 Faults (`--faults`, 100; `--quick` 10), drawn with `--seed` in shuffled rounds of one of
 each kind, so every kind comes up equally often:
-  node_kill        SIGKILL of a random serving node (origin or edge)
-  node_stop        SIGSTOP of a random serving node (alive, stuck: the manager must find it)
-  node_drain       SIGTERM of a random serving node (it drains: clients move make-before-break)
+  node_kill        SIGKILL of a random serving node with sessions (origin or edge)
+  node_stop        SIGSTOP of a random serving node with sessions (alive, stuck: the
+                   manager must find it, take it out of routing and replace it)
+  node_drain       SIGTERM of a random serving node with sessions (it drains: clients move
+                   make-before-break)
   manager_kill     SIGKILL of a random manager; restarted 1 s later (a supervisor would)
   redis_restart    SIGKILL of redis-server, started again 0.5 s later, empty
   path_loss        10 % random loss, both directions, on the publisher's or the viewer's
@@ -60,6 +62,7 @@ import itertools
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -257,6 +260,19 @@ def node_processes(token: str) -> dict[str, tuple[int, str]]:
         if state != "Z":
             found[node_id] = (int(entry), state)
     return found
+
+
+def dropped(link) -> int:
+    """Packets the loss dropped on both ends of `link` (the root qdisc counts its classes')."""
+    import netns_helpers as nh
+
+    total = 0
+    for cmd in (["tc", "-s", "qdisc", "show", "dev", link.root_if],
+                ["tc", "-n", link.ns.name, "-s", "qdisc", "show", "dev", link.ns_if]):
+        out = nh.run(*cmd, check=False).stdout
+        counts = [int(x) for x in re.findall(r"dropped (\d+)", out)]
+        total += max(counts, default=0)
+    return total
 
 
 # --- the cluster -----------------------------------------------------------------------------
@@ -620,6 +636,7 @@ class Chaos:
             for category, items in check.problems.items():
                 if items and seen is not None:
                     seen[category] = now
+                    seen.setdefault(f"{category}:first", items[0])  # type: ignore[arg-type]
             if check.steady:
                 passes += 1
                 streak_from = streak_from if streak_from is not None else now
@@ -647,8 +664,10 @@ class Chaos:
 
     async def pick_node(self) -> tuple[str, str, int]:
         check = await self.check()
-        serving = sorted((n["node_id"], n["role"]) for n in check.nodes.values() if n["state"] == "serving")
-        node_id, role = self.rng.choice(serving)
+        serving = sorted((n["node_id"], n["role"], n.get("load", {}).get("sessions", 0) > 0)
+                         for n in check.nodes.values() if n["state"] == "serving")
+        busy = [n for n in serving if n[2]]  # a node with sessions: where a fault hurts
+        node_id, role, _ = self.rng.choice(busy or serving)
         pid = node_processes(self.cluster.token).get(node_id, (None,))[0]
         if pid is None:
             raise RuntimeError(f"no process for node {node_id}")
@@ -670,6 +689,7 @@ class Chaos:
                     out[manager.name] = now - since
             await asyncio.sleep(OUT_POLL_S)
         result = {name: ms(t) for name, t in out.items()}
+        result["first"] = ms(min(out.values())) if out else None
         result["all"] = ms(max(out.values())) if len(out) == len(c.managers) else None
         return result
 
@@ -721,6 +741,7 @@ class Chaos:
 
             async def heal() -> None:
                 await asyncio.sleep(LOSS_S)
+                record["dropped_packets"] = await asyncio.to_thread(dropped, link)
                 await asyncio.to_thread(link.unblock)
             tasks.append(asyncio.create_task(heal()))
         elif kind == "publisher_stall":
@@ -800,7 +821,9 @@ class Chaos:
             elif isinstance(task_result, BaseException):
                 record.setdefault("errors", []).append(repr(task_result))
         record["steady_ms"] = ms(check.at - t_fault) if check.steady else None
-        record["recovered_ms"] = {k: ms(t - t_fault + CHECK_EVERY_S) for k, t in seen.items()}
+        record["recovered_ms"] = {k: ms(t - t_fault + CHECK_EVERY_S) for k, t in seen.items()
+                                  if not k.endswith(":first")}
+        record["problems_seen"] = {k.split(":")[0]: v for k, v in seen.items() if k.endswith(":first")}
         record["at_bound"] = {k: v for k, v in check.problems.items() if v}
         await self.measure(record, mark, check.at)
         record["busy_pct"] = busy_pct(busy, machine_busy())
@@ -840,7 +863,7 @@ class Chaos:
         for who, f in frames.items():
             missed = sum(hi - lo + 1 for lo, hi in f["missing"])
             if not (missed or f["pauses"] or who in clients):
-                continue
+                continue  # (one that only missed slots the publisher never produced drops out below)
             entry = clients.setdefault(who, {})
             entry.update(missed=missed, pauses=f["pauses"], longest_pause_ms=ms(f["longest_pause"]))
             entry["media_back_ms"] = ms(f["back_at"] - t_fault) if f["back_at"] else 0.0
@@ -859,6 +882,11 @@ class Chaos:
             stream = entry.pop("_stream", None)
             if spans is not None and stream in produced:
                 entry["lost"] = sum(1 for lo, hi in spans for v in range(lo, hi + 1) if v in produced[stream])
+        # touched: it restored, or lost frames the publisher sent, or its picture paused
+        # with frames missing (a pause alone, every frame there, is a late delivery)
+        for who in [w for w, e in clients.items()
+                    if not (e.get("restores") or e.get("lost") or (e.get("pauses") and e.get("missed")))]:
+            record.setdefault("unaffected_missed", {})[who] = clients.pop(who).get("missed")
         record["clients"] = clients
         backs = [e["media_back_ms"] for e in clients.values() if e.get("media_back_ms") is not None]
         record["affected"] = len(clients)
@@ -975,6 +1003,8 @@ class Chaos:
             steadies = [r["steady_ms"] for r in items if r["steady_ms"] is not None]
             outs = [r["out_of_routing_ms"]["all"] for r in items
                     if r.get("out_of_routing_ms") and r["out_of_routing_ms"].get("all") is not None]
+            firsts = [r["out_of_routing_ms"]["first"] for r in items
+                      if r.get("out_of_routing_ms") and r["out_of_routing_ms"].get("first") is not None]
             row = {"fault": key, "n": len(items),
                    "affected": sum(r["affected"] for r in items),
                    "restore_p50": percentile(restores, 50), "restore_p95": percentile(restores, 95),
@@ -986,6 +1016,7 @@ class Chaos:
                    "lost": sum(r["frames_lost"] for r in items),
                    "never_back": sum(len(r["never_back"]) for r in items),
                    "state_lost": sum(bool(r["state_lost"]) for r in items),
+                   "out_first_p50": percentile(firsts, 50),
                    "out_p50": percentile(outs, 50), "out_max": max(outs) if outs else None}
             rows.append({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
         drains = [r for r in self.faults if r["kind"] == "node_drain"]
@@ -1001,7 +1032,8 @@ class Chaos:
             "frames_missed_per_drain": [r["frames_missed"] for r in drains],
             "frames_lost_per_drain": [r["frames_lost"] for r in drains],
             "out_of_routing_ms": {"n": len(outs), "p50": percentile(outs, 50), "p95": percentile(outs, 95),
-                                  "max": max(outs) if outs else None, "target": 3000},
+                                  "max": max(outs) if outs else None, "target": 3000,
+                                  "what": "fault → not serving on both managers"},
             "scale_out_serving_s": {"n": len(serving), "max": max(serving) if serving else None,
                                     "p50": percentile(serving, 50), "target": 3.0},
             "scale_out_media_s": {"n": len(media), "max": max(media) if media else None,
@@ -1027,7 +1059,8 @@ def print_table(results: dict) -> None:
                ("steady_p50", "steady p50 ms"), ("steady_max", "max"), ("not_steady", "not steady"),
                ("missed", "frames missed"), ("missed_max", "max/fault"), ("lost", "lost"),
                ("never_back", "never back"), ("state_lost", "state lost"),
-               ("out_p50", "out of routing p50 ms"), ("out_max", "max")]
+               ("out_first_p50", "out of routing, 1st mgr p50 ms"), ("out_p50", "both p50"),
+               ("out_max", "max")]
     log("\n" + table(columns, results["table"]))
     s = results["summary"]
     log(f"faults {s['faults']}; steady after every one: {s['steady_after_every_fault']}; clients never "
