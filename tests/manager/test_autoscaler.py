@@ -40,6 +40,50 @@ async def _healthy(record) -> bool:
     return True
 
 
+async def _group(provider: Provider, minimum: int = 2):
+    store = LocalStore()
+    registry = Registry(store, _healthy)
+    await registry.start()
+    leader = LeaderLease(store, "me")
+    await leader.renew()
+    key = GroupKey("default", NodeRole.ORIGIN)
+    autoscaler = Autoscaler(registry, provider, leader,
+                            {key: GroupPolicy(min=minimum, max=minimum + 1, scale_out_cpu=0, scale_in_cpu=0)},
+                            DecisionLog(), _healthy)
+    return store, registry, autoscaler
+
+
+async def _beat(registry: Registry, node: ProvidedNode, seq: int, state: str = "serving") -> None:
+    await registry.heartbeat(NodeRecord.from_json(
+        {"node_id": node.node_id, "role": node.role.value, "group": node.group, "url": node.url,
+         "state": state, "instance": node.node_id, "seq": seq}))
+
+
+async def test_a_drained_node_that_left_is_not_a_fault():
+    provider = Provider()
+    store, registry, autoscaler = await _group(provider)
+    try:
+        await autoscaler.tick()
+        for node_id in provider.started:
+            await _beat(registry, provider.running[node_id], 1)
+        await autoscaler.tick()
+        # SIGTERM: the node drains (replaced at once: below the minimum), then leaves the
+        # cluster while its process is still ending (still in the provider's list)
+        drained = provider.running[provider.started[0]]
+        await _beat(registry, drained, 2, "draining")
+        await autoscaler.tick()
+        assert len(provider.started) == 3, provider.started
+        await registry.leave(drained.node_id)
+        await autoscaler.tick()
+        await autoscaler.tick()
+        assert len(provider.started) == 3, provider.started  # no second replacement
+        faults = [e for e in autoscaler.decisions.entries if e["kind"] == "node_fault"]
+        assert not faults, faults
+    finally:
+        await registry.close()
+        await store.close()
+
+
 async def test_a_faulty_node_is_replaced_once():
     store = LocalStore()
     registry = Registry(store, _healthy)

@@ -198,7 +198,8 @@ class Autoscaler:
             if node_id in views:
                 reason = self.detector.verdict(node_id, now)
                 cause = "stalled" if reason and reason.startswith("no heartbeat") else "health"
-            elif tracked.registered and node_id in provided:
+            elif tracked.registered and node_id in provided and tracked.state != "draining":
+                # (a draining node that left is on its way out: its process ends by itself)
                 reason, cause = "lease lapsed", "lapsed"
             elif self._vanished(tracked):
                 reason, cause = "its process ended and it left the cluster", "lost"
