@@ -41,6 +41,48 @@ def emit(**fields) -> None:
     sys.stdout.flush()
 
 
+class CheckedFrameLog:
+    """A FrameLog (``unbroken.client.framecode``) that keeps only plausible counters: with
+    the clocked source, a frame's slot is known to within its latency, so a counter ahead
+    of the clock (a misread picture) or more than LATE_S behind it (stale) is counted
+    apart, not logged. Unreadable pictures (no counter) are counted too."""
+
+    LATE_S = 3.0
+
+    def __init__(self, epoch: float) -> None:
+        from unbroken.client.framecode import FrameLog
+
+        self.log = FrameLog()
+        self.epoch = epoch
+        self.unreadable = 0
+        self.ahead: list[tuple[float, int, float]] = []  # (arrival, counter, expected slot)
+        self.late: list[tuple[float, int, float]] = []
+        self.last_decoded = 0.0
+
+    def __call__(self, frame, counter: int | None) -> None:
+        from unbroken.client.framecode import MODULUS
+
+        now = time.monotonic()
+        self.last_decoded = now
+        if counter is None:
+            self.unreadable += 1
+            return
+        expected = (now - self.epoch) * FPS
+        slot = counter + round((expected - counter) / MODULUS) * MODULUS
+        if slot > expected + 2:
+            self.ahead.append((now, counter, round(expected, 1)))
+        elif slot < expected - self.LATE_S * FPS:
+            self.late.append((now, counter, round(expected, 1)))
+        else:
+            self.log.counters.append((now, counter))
+
+    def odd_since(self, t0: float) -> dict:
+        return {"ahead": [x for x in self.ahead if x[0] >= t0][:5],
+                "late": [x for x in self.late if x[0] >= t0][:5],
+                "n_ahead": sum(1 for x in self.ahead if x[0] >= t0),
+                "n_late": sum(1 for x in self.late if x[0] >= t0)}
+
+
 def ranges(values) -> list[list[int]]:
     """Sorted integers as [[lo, hi], ...] runs."""
     out: list[list[int]] = []
@@ -72,7 +114,6 @@ class Clients:
 
     def make(self, who: str, stream: str):
         from unbroken.client import Publisher, RestoreOptions, Subscriber
-        from unbroken.client.framecode import FrameLog
         from unbroken.client.testsrc import ClockedPatternTrack
 
         options = RestoreOptions(network_watch=self.args.network_watch)
@@ -92,7 +133,7 @@ class Clients:
             return Publisher(None, stream, source=lambda: [Recording(epoch, fps=FPS)],
                              codec="vp8", **common)
         if self.args.decode:
-            log = self.logs[who] = FrameLog()
+            log = self.logs[who] = CheckedFrameLog(self.args.epoch)
             return Subscriber(None, stream, on_frame=log, **common)
         return Subscriber(None, stream, decode=False, **common)
 
@@ -120,7 +161,7 @@ class Clients:
             last = getattr(attempt, "last_media_at", None)
             return None if last is None else now - last
         if who in self.logs:
-            counters = self.logs[who].counters
+            counters = self.logs[who].log.counters
             return now - counters[-1][0] if counters else None
         viewer = client.viewer
         mark = (id(viewer), getattr(viewer, "frames", 0))
@@ -141,27 +182,34 @@ class Clients:
         return out
 
     def frames(self, t0: float, t1: float) -> dict:
-        """Per decoding viewer, around a fault at `t0` until `t1` (monotonic): the pauses of
-        PAUSE_S or more after t0, when the picture came back for good, and the frame slots
-        missing between its last frame before t0 and its last frame before t1."""
-        from unbroken.client.framecode import MODULUS
+        """Per decoding viewer, around a fault at `t0` until `t1` (monotonic): its outages
+        after t0 (pauses of PAUSE_S or more across which frame slots are missing; a pause
+        with every frame there is only a late delivery), when the picture came back for
+        good, and the frame slots missing between its last frame before t0 and its last
+        frame before t1."""
+        from unbroken.client.framecode import MODULUS, unwrap_counters
 
         out = {}
-        for who, log in self.logs.items():
+        for who, checked in self.logs.items():
+            log = checked.log
             counters = log.counters
             times = [t for t, _ in counters]
             start = max(0, bisect.bisect_left(times, t0) - 1)
             end = bisect.bisect_right(times, t1)
             window = counters[start:end]
             entry = {"stream": self.stream_of[who], "frames": len(window), "pauses": 0,
-                     "longest_pause": None, "back_at": None, "missing": []}
+                     "late_pauses": 0, "longest_pause": None, "back_at": None, "missing": [],
+                     "unreadable": checked.unreadable, **checked.odd_since(t0)}
             if len(window) >= 2:
-                gaps = [(a, b) for (a, _), (b, _) in zip(window, window[1:]) if b > t0]
+                slots = unwrap_counters([c for _, c in window])
+                gaps = [(window[i][0], window[i + 1][0], slots[i + 1] - slots[i] - 1)
+                        for i in range(len(window) - 1) if window[i + 1][0] > t0]
                 if gaps:
-                    entry["longest_pause"] = round(max(b - a for a, b in gaps), 3)
-                pauses = [(a, b) for a, b in gaps if b - a >= PAUSE_S]
-                entry["pauses"] = len(pauses)
-                entry["back_at"] = pauses[-1][1] if pauses else None
+                    entry["longest_pause"] = round(max(b - a for a, b, _ in gaps), 3)
+                outages = [(a, b) for a, b, skipped in gaps if b - a >= PAUSE_S and skipped > 0]
+                entry["pauses"] = len(outages)
+                entry["late_pauses"] = sum(1 for a, b, skipped in gaps if b - a >= PAUSE_S and skipped <= 0)
+                entry["back_at"] = outages[-1][1] if outages else None
                 # absolute slots: the first counter's wrap count from its arrival time
                 first_t, first_c = window[0]
                 expected = (first_t - self.args.epoch) * FPS

@@ -463,7 +463,8 @@ class Check:
     problems: dict[str, list[str]]
     nodes: dict[str, dict] = field(default_factory=dict)  # node id -> record (any manager)
     status: dict[str, dict] = field(default_factory=dict)  # client -> status
-    at: float = 0.0  # when (monotonic)
+    at: float = 0.0  # steady since (monotonic): the first check of the last steady streak
+    end: float = 0.0  # the last check
 
     @property
     def steady(self) -> bool:
@@ -645,11 +646,14 @@ class Chaos:
             done = now >= not_before and all(t.done() for t in tasks)
             if (done and passes >= STEADY_PASSES) or now > deadline:
                 check.at = streak_from if check.steady else now
+                check.end = now
                 return check
             await asyncio.sleep(CHECK_EVERY_S)
 
     # faults ---------------------------------------------------------------------------
     def plan(self) -> list[str]:
+        if self.args.plan:  # an exact sequence (reproducing a finding)
+            return self.args.plan.split(",")
         kinds = [k for k in (self.args.kinds.split(",") if self.args.kinds else KINDS)]
         if self.cluster.loss_reason and "path_loss" in kinds:
             kinds.remove("path_loss")
@@ -662,10 +666,22 @@ class Chaos:
             plan += block
         return plan[:count]
 
-    async def pick_node(self) -> tuple[str, str, int]:
+    async def pick_node(self, target: str | None) -> tuple[str, str, int]:
+        """A random serving node with sessions; `target` narrows it: `origin`, `edge`, or
+        `origin:STREAM` (where the stream's publisher is), `edge:STREAM` (a viewer's edge)."""
         check = await self.check()
         serving = sorted((n["node_id"], n["role"], n.get("load", {}).get("sessions", 0) > 0)
                          for n in check.nodes.values() if n["state"] == "serving")
+        if target:
+            role_wanted, _, stream = target.partition(":")
+            serving = [n for n in serving if n[1] == role_wanted]
+            if stream:
+                side = "pub" if role_wanted == "origin" else "view"
+                at = {s["node"] for who, s in check.status.items()
+                      if who.startswith(side) and s.get("stream") == stream}
+                serving = [n for n in serving if n[0] in at]
+            if not serving:
+                raise RuntimeError(f"no serving node is {target}")
         busy = [n for n in serving if n[2]]  # a node with sessions: where a fault hurts
         node_id, role, _ = self.rng.choice(busy or serving)
         pid = node_processes(self.cluster.token).get(node_id, (None,))[0]
@@ -693,14 +709,15 @@ class Chaos:
         result["all"] = ms(max(out.values())) if len(out) == len(c.managers) else None
         return result
 
-    async def inject(self, kind: str, record: dict) -> tuple[list[asyncio.Task], list[asyncio.Task]]:
+    async def inject(self, kind: str, record: dict, target: str | None = None
+                     ) -> tuple[list[asyncio.Task], list[asyncio.Task]]:
         """Start the fault; returns the tasks that finish it (restarts, the end of a loss)
         and those that watch it (out of routing)."""
         c = self.cluster
         tasks: list[asyncio.Task] = []
         watchers: list[asyncio.Task] = []
         if kind in ("node_kill", "node_stop", "node_drain"):
-            node_id, role, pid = await self.pick_node()
+            node_id, role, pid = await self.pick_node(target)
             record.update(target=node_id, role=role)
             sig = {"node_kill": signal.SIGKILL, "node_stop": signal.SIGSTOP,
                    "node_drain": signal.SIGTERM}[kind]
@@ -709,7 +726,10 @@ class Chaos:
             if kind != "node_drain":
                 watchers.append(asyncio.create_task(self.out_of_routing(node_id, record["t"])))
         elif kind == "manager_kill":
-            manager = self.rng.choice(c.managers)
+            leading = [m for m in c.managers if ((await c.get(m, "/api/v1/scaling")) or {}).get("leading")]
+            choices = (leading if target == "leader" else [m for m in c.managers if m.name == target]
+                       if target else c.managers)
+            manager = self.rng.choice(choices)
             scaling = await c.get(manager, "/api/v1/scaling")
             record.update(target=f"manager {manager.name}", leader=bool(scaling and scaling.get("leading")))
             record["t"] = time.monotonic()
@@ -732,7 +752,7 @@ class Chaos:
                 record["redis_back_ms"] = ms(time.monotonic() - record["t"])
             tasks.append(asyncio.create_task(restart()))
         elif kind == "path_loss":
-            role = self.rng.choice(["pub", "view"])
+            role = target or self.rng.choice(["pub", "view"])
             ns, link = c.namespaces[role]
             record.update(target=f"{'publisher' if role == 'pub' else 'viewers'} path "
                                  f"({link.root_if}, {LOSS_PERCENT:g} % for {LOSS_S:g} s)")
@@ -750,6 +770,8 @@ class Chaos:
                 if agent.name.startswith("pub"):
                     publishers += (await agent.command("status"))["clients"]
             publishers.sort()
+            if target:
+                publishers = [p for p in publishers if p.endswith(f":{target}")]
             who = self.rng.choice(publishers)
             agent = self.agents[who.split(":")[0]]
             record.update(target=who)
@@ -773,9 +795,11 @@ class Chaos:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             for node_id, record in check.nodes.items():
                 entry = dump["nodes"][node_id] = {}
-                for path in ("streams", "sessions"):
+                for path in ("streams", "sessions", "streams#1s later"):
+                    if path.endswith("later"):
+                        await asyncio.sleep(1.0)  # do the counters move?
                     try:
-                        async with http.get(f"{record['url']}/api/v1/{path}") as resp:
+                        async with http.get(f"{record['url']}/api/v1/{path.split('#')[0]}") as resp:
                             entry[path] = await resp.json()
                     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                         entry[path] = repr(exc)
@@ -792,6 +816,15 @@ class Chaos:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
                 done.append(f"killed stray node process {node_id} (state {state})")
+        c = self.cluster
+        for role, minimum in (("origin", c.origin_min), ("edge", c.edge_min)):
+            mine = sorted((n for n in check.nodes.values() if n["role"] == role and n["state"] == "serving"),
+                          key=lambda n: n.get("load", {}).get("sessions", 0))
+            for extra in [n for n in mine if not n.get("load", {}).get("sessions")][:max(0, len(mine) - minimum)]:
+                pid = node_processes(c.token).get(extra["node_id"], (None,))[0]
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
+                    done.append(f"drained {extra['node_id']}, one {role} more than the minimum")
         for who, s in check.status.items():
             if "error" in s or s["state"] not in LIVE or s["age"] is None:
                 agent = self.agents[who.split(":")[0]]
@@ -803,10 +836,11 @@ class Chaos:
             log(f"    repairs: {'; '.join(done)}")
 
     async def run_fault(self, index: int, kind: str) -> dict:
+        kind, _, target = kind.partition("@")
         record: dict = {"i": index, "kind": kind}
         mark = len(self.events)
         busy = machine_busy()
-        tasks, watchers = await self.inject(kind, record)
+        tasks, watchers = await self.inject(kind, record, target or None)
         t_fault = record["t"]
         seen: dict[str, float] = {}
         diagnosis = asyncio.create_task(self.diagnose(index, DIAGNOSE_AFTER_S))
@@ -825,7 +859,7 @@ class Chaos:
                                   if not k.endswith(":first")}
         record["problems_seen"] = {k.split(":")[0]: v for k, v in seen.items() if k.endswith(":first")}
         record["at_bound"] = {k: v for k, v in check.problems.items() if v}
-        await self.measure(record, mark, check.at)
+        await self.measure(record, mark, check.end)
         record["busy_pct"] = busy_pct(busy, machine_busy())
         self.report_line(record)
         if not check.steady:
@@ -865,7 +899,10 @@ class Chaos:
             if not (missed or f["pauses"] or who in clients):
                 continue  # (one that only missed slots the publisher never produced drops out below)
             entry = clients.setdefault(who, {})
-            entry.update(missed=missed, pauses=f["pauses"], longest_pause_ms=ms(f["longest_pause"]))
+            entry.update(missed=missed, pauses=f["pauses"], late_pauses=f["late_pauses"],
+                         longest_pause_ms=ms(f["longest_pause"]), missing=f["missing"][:6])
+            if f["n_ahead"] or f["n_late"]:
+                entry.update(misread_ahead=f["ahead"], stale=f["late"], n_misread=f["n_ahead"], n_stale=f["n_late"])
             entry["media_back_ms"] = ms(f["back_at"] - t_fault) if f["back_at"] else 0.0
             missing_by_stream.setdefault(f["stream"], set()).update(map(tuple, f["missing"]))
             entry["_missing"], entry["_stream"] = f["missing"], f["stream"]
@@ -1100,6 +1137,10 @@ def main() -> None:
     parser.add_argument("--faults", type=int, help="faults to inject (default 100; --quick 10)")
     parser.add_argument("--seed", type=int, default=1, help="the random draw of faults and targets")
     parser.add_argument("--kinds", help=f"comma-separated fault kinds (default all: {','.join(KINDS)})")
+    parser.add_argument("--plan", help="an exact sequence of faults instead of a random one: "
+                        "KIND[@TARGET],... (node faults: @origin, @edge, @origin:STREAM = where the "
+                        "stream's publisher is, @edge:STREAM; publisher_stall@STREAM; manager_kill@A|B|leader; "
+                        "path_loss@pub|view)")
     parser.add_argument("--scale-outs", type=int, help="scale-out rounds before the faults (default 3; --quick 1)")
     args = parser.parse_args()
     if args.kinds:
