@@ -4,6 +4,11 @@ The embedded default and what `unbroken up --cluster` uses. Each node registers 
 the manager by itself (`--manager`, the node token, the manager's certificate pinned by
 fingerprint or CA file). Stopping with a drain is SIGTERM (the node drains for
 `drain_s` and exits), then SIGKILL if it is still there; stopping at once is SIGKILL.
+
+Nodes outlive the manager that started them. A provider adopts the node processes of
+this host that another local provider started with the same node token, host and port
+range (a previous leader's, or a killed manager's: found in /proc by their command
+line), so whichever manager leads can replace, stop and scale in every local node.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, replace
 
 from ..model import NodeRole
@@ -27,6 +33,7 @@ log = logging.getLogger("unbroken.manager.providers.local")
 
 KILL_MARGIN_S = 2.0  # after the drain deadline, before SIGKILL
 REAP_POLL_S = 0.05
+ADOPT_SCAN_S = 2.0  # how often list_nodes looks for node processes to adopt
 
 
 def parse_port_range(text: str) -> range:
@@ -58,10 +65,30 @@ class LocalSettings:
     log_dir: str = ""
 
 
+class _Adopted:
+    """A node process this provider did not start (not its child): the part of Popen's
+    interface the provider uses, through its pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        """None while it runs; 0 once it is gone (or a zombie its parent will reap)."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            return 0
+        return 0 if stat[stat.rindex(")") + 2] in "ZX" else None
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+
 @dataclass
 class _Child:
     node: ProvidedNode
-    process: subprocess.Popen
+    process: subprocess.Popen | _Adopted
     port: int
 
 
@@ -84,6 +111,7 @@ class LocalProvider(NodeProvider):
         self._children: dict[str, _Child] = {}
         self._stops: set[asyncio.Task[None]] = set()
         self._started = 0
+        self._scanned_at: float | None = None
 
     def _free_port(self) -> int:
         used = {c.port for c in self._children.values()}
@@ -164,7 +192,48 @@ class LocalProvider(NodeProvider):
         child = self._children.get(node_id)
         return None if child is None else child.process.pid
 
+    def _adopt(self) -> None:
+        """Adopt the node processes another local provider started with our node token,
+        host and ports (a previous leader's: nodes outlive their manager)."""
+        if not os.path.isdir("/proc"):
+            return
+        known = {c.process.pid for c in self._children.values()}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in known:
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+            except OSError:
+                continue
+            node = self._adoptable(argv, int(entry))
+            if node is not None and node.node_id not in self._children:
+                child = _Child(node, _Adopted(int(entry)), int(node.url.rsplit(":", 1)[1]))
+                if child.process.poll() is None:
+                    self._children[node.node_id] = child
+                    log.info("adopted node %s (%s) pid %s", node.node_id, node.url, entry)
+
+    def _adoptable(self, argv: list[str], pid: int) -> ProvidedNode | None:
+        """The node `argv` runs, if this provider could have started it."""
+        if argv[1:4] != ["-m", "unbroken", "node"]:
+            return None
+        options = {argv[i]: argv[i + 1] for i in range(4, len(argv) - 1) if argv[i].startswith("--")}
+        s = self.settings
+        try:
+            port, role = int(options["--port"]), NodeRole(options["--role"])
+            node_id, group = options["--node-id"], options["--group"]
+        except (KeyError, ValueError):
+            return None
+        if options.get("--node-token") != s.node_token or options.get("--host") != s.host or port not in s.ports:
+            return None
+        return ProvidedNode(node_id, group, role, f"http://{s.host}:{port}", ProviderState.RUNNING,
+                            f"pid {pid} (adopted)")
+
     async def list_nodes(self) -> list[ProvidedNode]:
+        now = time.monotonic()
+        if self._scanned_at is None or now - self._scanned_at >= ADOPT_SCAN_S:
+            self._scanned_at = now
+            self._adopt()
         out = []
         for node_id, child in list(self._children.items()):
             if child.process.poll() is not None:
