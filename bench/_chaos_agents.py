@@ -42,11 +42,16 @@ def emit(**fields) -> None:
 
 
 class CheckedFrameLog:
-    """A FrameLog (``unbroken.client.framecode``) that keeps only plausible counters: with
-    the clocked source, a frame's slot is known to within its latency, so a counter ahead
-    of the clock (a misread picture) or more than LATE_S behind it (stale) is counted
-    apart, not logged. Unreadable pictures (no counter) are counted too."""
+    """A FrameLog (``unbroken.client.framecode``) that keeps only counters it can trust.
+    A damaged picture can still read as a counter, a wrong one: a counter that does not
+    follow the last one kept (more than JUMP frames ahead, or behind it) is held until
+    the next one confirms it (a real jump, e.g. after an outage, goes on from there) and
+    dropped as misread otherwise. A counter more than LATE_S behind the clock is stale
+    (the clocked source's counter is the slot of its clock, at most a few frames ahead of
+    it after a pacing burst). Unreadable pictures (no counter) are counted too."""
 
+    JUMP = 90  # 3 s at 30 fps
+    CONFIRM = 5
     LATE_S = 3.0
 
     def __init__(self, epoch: float) -> None:
@@ -55,9 +60,10 @@ class CheckedFrameLog:
         self.log = FrameLog()
         self.epoch = epoch
         self.unreadable = 0
-        self.ahead: list[tuple[float, int, float]] = []  # (arrival, counter, expected slot)
-        self.late: list[tuple[float, int, float]] = []
+        self.misread: list[tuple[float, int, int]] = []  # (arrival, counter, the one before)
+        self.late: list[tuple[float, int, float]] = []  # (arrival, counter, clock slot)
         self.last_decoded = 0.0
+        self._held: tuple[float, int] | None = None
 
     def __call__(self, frame, counter: int | None) -> None:
         from unbroken.client.framecode import MODULUS
@@ -69,17 +75,26 @@ class CheckedFrameLog:
             return
         expected = (now - self.epoch) * FPS
         slot = counter + round((expected - counter) / MODULUS) * MODULUS
-        if slot > expected + 2:
-            self.ahead.append((now, counter, round(expected, 1)))
-        elif slot < expected - self.LATE_S * FPS:
+        if slot < expected - self.LATE_S * FPS:
             self.late.append((now, counter, round(expected, 1)))
-        else:
-            self.log.counters.append((now, counter))
+            return
+        counters = self.log.counters
+        if self._held is not None:
+            held_t, held = self._held
+            self._held = None
+            if 0 < (counter - held) % MODULUS <= self.CONFIRM:
+                counters.append((held_t, held))  # confirmed: a real jump
+            else:
+                self.misread.append((held_t, held, counters[-1][1] if counters else -1))
+        if counters and not 0 < (counter - counters[-1][1]) % MODULUS <= self.JUMP:
+            self._held = (now, counter)
+            return
+        counters.append((now, counter))
 
     def odd_since(self, t0: float) -> dict:
-        return {"ahead": [x for x in self.ahead if x[0] >= t0][:5],
+        return {"misread": [x for x in self.misread if x[0] >= t0][:5],
                 "late": [x for x in self.late if x[0] >= t0][:5],
-                "n_ahead": sum(1 for x in self.ahead if x[0] >= t0),
+                "n_misread": sum(1 for x in self.misread if x[0] >= t0),
                 "n_late": sum(1 for x in self.late if x[0] >= t0)}
 
 

@@ -901,8 +901,8 @@ class Chaos:
             entry = clients.setdefault(who, {})
             entry.update(missed=missed, pauses=f["pauses"], late_pauses=f["late_pauses"],
                          longest_pause_ms=ms(f["longest_pause"]), missing=f["missing"][:6])
-            if f["n_ahead"] or f["n_late"]:
-                entry.update(misread_ahead=f["ahead"], stale=f["late"], n_misread=f["n_ahead"], n_stale=f["n_late"])
+            if f["n_misread"] or f["n_late"]:
+                entry.update(misread=f["misread"], stale=f["late"], n_misread=f["n_misread"], n_stale=f["n_late"])
             entry["media_back_ms"] = ms(f["back_at"] - t_fault) if f["back_at"] else 0.0
             missing_by_stream.setdefault(f["stream"], set()).update(map(tuple, f["missing"]))
             entry["_missing"], entry["_stream"] = f["missing"], f["stream"]
