@@ -33,6 +33,7 @@ import sys
 import time
 
 PAUSE_S = 0.25  # a pause between two decoded frames this long or longer is a picture gap
+OUTAGE_FRAMES = 3  # this many frames missing between two decoded ones: an outage, however short
 FPS = 30
 
 
@@ -198,9 +199,10 @@ class Clients:
 
     def frames(self, t0: float, t1: float) -> dict:
         """Per decoding viewer, around a fault at `t0` until `t1` (monotonic): its outages
-        after t0 (pauses of PAUSE_S or more across which frame slots are missing; a pause
-        with every frame there is only a late delivery), when the picture came back for
-        good, and the frame slots missing between its last frame before t0 and its last
+        after t0 (OUTAGE_FRAMES or more frame slots missing between two decoded frames, or
+        a pause of PAUSE_S or more with any missing; a pause with every frame there is only
+        a late delivery), when the picture came back for good (the end of the last
+        outage), and the frame slots missing between its last frame before t0 and its last
         frame before t1."""
         from unbroken.client.framecode import MODULUS, unwrap_counters
 
@@ -221,7 +223,8 @@ class Clients:
                         for i in range(len(window) - 1) if window[i + 1][0] > t0]
                 if gaps:
                     entry["longest_pause"] = round(max(b - a for a, b, _ in gaps), 3)
-                outages = [(a, b) for a, b, skipped in gaps if b - a >= PAUSE_S and skipped > 0]
+                outages = [(a, b) for a, b, skipped in gaps
+                           if skipped >= OUTAGE_FRAMES or (b - a >= PAUSE_S and skipped > 0)]
                 entry["pauses"] = len(outages)
                 entry["late_pauses"] = sum(1 for a, b, skipped in gaps if b - a >= PAUSE_S and skipped <= 0)
                 entry["back_at"] = outages[-1][1] if outages else None

@@ -923,7 +923,9 @@ class Chaos:
         # with frames missing (a pause alone, every frame there, is a late delivery)
         for who in [w for w, e in clients.items()
                     if not (e.get("restores") or e.get("lost") or (e.get("pauses") and e.get("missed")))]:
-            record.setdefault("unaffected_missed", {})[who] = clients.pop(who).get("missed")
+            e = clients.pop(who)
+            record.setdefault("unaffected", {})[who] = {k: e.get(k) for k in ("missed", "pauses", "late_pauses",
+                                                                                "longest_pause_ms", "missing")}
         record["clients"] = clients
         backs = [e["media_back_ms"] for e in clients.values() if e.get("media_back_ms") is not None]
         record["affected"] = len(clients)
