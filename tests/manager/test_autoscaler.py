@@ -1,12 +1,16 @@
-"""The scaling leader's loop with a provider stand-in: a faulty node is replaced once."""
+"""The scaling leader's loop with a provider stand-in: a faulty node is replaced once, a
+drained one not at all, and a leader that leads again does not act on what it tracked in
+its last term."""
 
 from __future__ import annotations
+
+import asyncio
 
 from unbroken.manager.model import NodeRecord, NodeRole
 from unbroken.manager.providers import NodeProvider, ProvidedNode, ProviderState
 from unbroken.manager.registry import Registry
 from unbroken.manager.scaling import GroupKey, GroupPolicy
-from unbroken.manager.scaling.autoscaler import Autoscaler
+from unbroken.manager.scaling.autoscaler import Autoscaler, ScalingSettings
 from unbroken.manager.scaling.decisions import DecisionLog
 from unbroken.manager.scaling.leader import LeaderLease
 from unbroken.manager.store import LocalStore
@@ -117,5 +121,64 @@ async def test_a_faulty_node_is_replaced_once():
         kinds = [(e["kind"], e.get("node")) for e in autoscaler.decisions.entries]
         assert ("node_fault", dead) in kinds
     finally:
+        await registry.close()
+        await store.close()
+
+
+class Leader:
+    """A leader lease stand-in the test switches."""
+
+    def __init__(self) -> None:
+        self.leading = False
+        self.holder = self.current_holder = "me"
+        self.on_change = None
+
+    def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not in time")
+
+
+async def test_a_new_term_forgets_the_nodes_another_leader_replaced_meanwhile():
+    store = LocalStore()
+    registry = Registry(store, _healthy)
+    await registry.start()
+    provider, leader = Provider(), Leader()
+    autoscaler = Autoscaler(registry, provider, leader,
+                            {GroupKey("default", NodeRole.ORIGIN): GroupPolicy(min=2, max=3, scale_out_cpu=0,
+                                                                               scale_in_cpu=0)},
+                            DecisionLog(), _healthy, ScalingSettings(interval_s=0.05))
+    await autoscaler.start()
+    try:
+        leader.leading = True
+        await _until(lambda: len(provider.started) == 2)
+        for node_id in provider.started:
+            await _beat(registry, provider.running[node_id], 1)
+        await _until(lambda: set(autoscaler.status()["nodes"].values()) == {"serving"})
+        leader.leading = False  # another manager leads now...
+        await asyncio.sleep(0.2)
+        # ... and replaces a node that died meanwhile with one of its own provider's
+        dead = provider.started[0]
+        del provider.running[dead]
+        await registry.leave(dead)
+        other = ProvidedNode("origin-other", "default", NodeRole.ORIGIN, "http://127.0.0.1:9999",
+                             ProviderState.RUNNING)
+        await _beat(registry, other, 1)
+        leader.leading = True  # this one leads again
+        await asyncio.sleep(0.5)
+        assert len(provider.started) == 2, [e["text"] for e in autoscaler.decisions.entries]  # nothing to replace
+        faults = [e for e in autoscaler.decisions.entries if e["kind"] == "node_fault"]
+        assert not faults, faults
+    finally:
+        await autoscaler.close()
         await registry.close()
         await store.close()

@@ -85,6 +85,7 @@ class Autoscaler:
         self._ours: set[str] = set()  # every node the provider has listed or started
         self._task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
+        self._leading = False  # as of the loop's last look
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -120,10 +121,26 @@ class Autoscaler:
             "entries": list(self.decisions.entries)[-50:],
         }
 
+    def _new_term(self) -> None:
+        """This manager leads (again): what it tracked while it last led is stale (another
+        leader replaced and stopped nodes meanwhile): follow the cluster afresh, or nodes
+        long gone would be judged faulty and replaced once more."""
+        self._tracked.clear()
+        self._ours.clear()
+        self.detector = FaultDetector(self.settings.stall_s, self.settings.health_failures)
+
+    def _leads(self) -> bool:
+        """Whether this manager leads now; a new term starts afresh (`_new_term`)."""
+        leading = self.leader.leading
+        if leading and not self._leading:
+            self._new_term()
+        self._leading = leading
+        return leading
+
     async def _run(self) -> None:
         half = self.settings.interval_s / 2
         while True:
-            if self.leader.leading:
+            if self._leads():
                 try:
                     await self.tick()
                 except ProviderError as e:
@@ -131,7 +148,7 @@ class Autoscaler:
                 except Exception:
                     log.exception("autoscaler tick failed")
             await asyncio.sleep(half)
-            if self.leader.leading:
+            if self._leads():
                 with contextlib.suppress(ProviderError):
                     await self.check_faults(await self._provided())
 
