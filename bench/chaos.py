@@ -1111,6 +1111,7 @@ def print_table(results: dict) -> None:
     log(f"frames missed per drain: {s['frames_missed_per_drain']} (target 0; of them produced by "
         f"the publisher: {s['frames_lost_per_drain']})")
     o, so, sm = s["out_of_routing_ms"], s["scale_out_serving_s"], s["scale_out_media_s"]
+    o, so, sm = ({k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()} for d in (o, so, sm))
     log(f"faulty node out of routing (both managers): p50 {o['p50']} ms, p95 {o['p95']} ms, max {o['max']} ms "
         f"(n={o['n']}; target ≤ 3000 ms)")
     log(f"scale-out, decision → new edge serving: p50 {so['p50']} s, max {so['max']} s (n={so['n']}; "
