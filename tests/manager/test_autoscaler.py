@@ -182,3 +182,31 @@ async def test_a_new_term_forgets_the_nodes_another_leader_replaced_meanwhile():
         await autoscaler.close()
         await registry.close()
         await store.close()
+
+
+async def test_a_node_that_leaves_during_the_health_probes_is_replaced_once():
+    provider = Provider()
+    store, registry, autoscaler = await _group(provider)
+    leaving: list[str] = []
+
+    async def probe(url: str) -> bool:  # ... and leaves the cluster during the probes
+        for node_id in list(leaving):
+            leaving.remove(node_id)
+            await registry.leave(node_id)
+        return True
+
+    autoscaler.probe = probe
+    try:
+        await autoscaler.tick()
+        for node_id in provider.started:
+            await _beat(registry, provider.running[node_id], 1)
+        await autoscaler.tick()
+        dead = provider.started[0]  # SIGKILL: its process is gone from the provider's list...
+        del provider.running[dead]
+        leaving.append(dead)
+        for _ in range(4):
+            await autoscaler.tick()
+        assert len(provider.started) == 3, [e["text"] for e in autoscaler.decisions.entries]
+    finally:
+        await registry.close()
+        await store.close()

@@ -166,8 +166,10 @@ class Autoscaler:
     async def tick(self) -> None:
         """Follow lifecycles, handle faults, then evaluate every group and role."""
         provided = await self._provided()
-        await self.check_faults(provided)
-        views = self._live()
+        # the view the faults were judged on: a node that left the cluster during the
+        # health probes is judged (and replaced) by the next check, not counted as
+        # missing by the evaluation first (it would be replaced twice)
+        views = await self.check_faults(provided)
         now = self.clock()
         for key, policy in self.policies.items():
             await self._evaluate(key, policy, provided, views, now)
@@ -195,9 +197,9 @@ class Autoscaler:
             self.detector.forget(node_id)
             self.decisions.node(node_id, "gone")
 
-    async def check_faults(self, provided: dict[str, ProvidedNode]) -> None:
+    async def check_faults(self, provided: dict[str, ProvidedNode]) -> dict[str, NodeView]:
         """Probe, judge and replace: heartbeat stall, failing /healthz, a lapsed lease, a
-        node that never registered."""
+        node that never registered. Returns the view of the cluster it judged."""
         views = self._live()
         self._follow(provided, views)
         now = self.registry.clock()
@@ -225,6 +227,7 @@ class Autoscaler:
                 reason, cause = f"not registered within {self.settings.start_timeout_s:g} s", "start"
             if reason:
                 await self._fault(node_id, tracked, cause, reason, provided)
+        return views
 
     @staticmethod
     def _vanished(tracked: "_Tracked") -> bool:
