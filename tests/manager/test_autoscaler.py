@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from unbroken.manager.model import NodeRecord, NodeRole
 from unbroken.manager.providers import NodeProvider, ProvidedNode, ProviderState
 from unbroken.manager.registry import Registry
@@ -40,8 +42,34 @@ class Provider(NodeProvider):
         return list(self.running.values())
 
 
-async def _healthy(record) -> bool:
+DEAD: set[str] = set()  # nodes whose health check fails (killed)
+
+
+async def _healthy(record) -> bool:  # the registry's check of a suspect node
+    return record.node_id not in DEAD
+
+
+async def _probe(url: str) -> bool:  # the leader's /healthz probe
     return True
+
+
+@pytest.fixture(autouse=True)
+def _no_dead_nodes():
+    DEAD.clear()
+    yield
+    DEAD.clear()
+
+
+async def _kill(registry: Registry, node_id: str) -> None:
+    """A SIGKILLed node: its heartbeat connection closes, the manager checks it, the
+    check fails, the node is out of the registry (it never left by itself)."""
+    DEAD.add(node_id)
+    registry.mark_suspect(node_id, "heartbeat connection closed")
+    for _ in range(100):
+        if registry.view(node_id) is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{node_id} still in the registry")
 
 
 async def _group(provider: Provider, minimum: int = 2):
@@ -53,7 +81,7 @@ async def _group(provider: Provider, minimum: int = 2):
     key = GroupKey("default", NodeRole.ORIGIN)
     autoscaler = Autoscaler(registry, provider, leader,
                             {key: GroupPolicy(min=minimum, max=minimum + 1, scale_out_cpu=0, scale_in_cpu=0)},
-                            DecisionLog(), _healthy)
+                            DecisionLog(), _probe)
     return store, registry, autoscaler
 
 
@@ -88,6 +116,31 @@ async def test_a_drained_node_that_left_is_not_a_fault():
         await store.close()
 
 
+async def test_a_node_that_drained_at_once_and_left_is_replaced_once_not_as_a_fault():
+    provider = Provider()
+    store, registry, autoscaler = await _group(provider)
+    try:
+        await autoscaler.tick()
+        for node_id in provider.started:
+            await _beat(registry, provider.running[node_id], 1)
+        await autoscaler.tick()
+        # SIGTERM of an idle node: it drains and leaves before the leader sees it drain,
+        # its process still ending (in the provider's list), then gone
+        left = provider.started[0]
+        await _beat(registry, provider.running[left], 2, "draining")
+        await registry.leave(left)
+        await autoscaler.tick()
+        del provider.running[left]
+        for _ in range(3):
+            await autoscaler.tick()
+        assert len(provider.started) == 3, [e["text"] for e in autoscaler.decisions.entries]
+        faults = [e for e in autoscaler.decisions.entries if e["kind"] == "node_fault"]
+        assert not faults, faults
+    finally:
+        await registry.close()
+        await store.close()
+
+
 async def test_a_faulty_node_is_replaced_once():
     store = LocalStore()
     registry = Registry(store, _healthy)
@@ -98,7 +151,7 @@ async def test_a_faulty_node_is_replaced_once():
     key = GroupKey("default", NodeRole.ORIGIN)
     autoscaler = Autoscaler(registry, provider, leader,
                             {key: GroupPolicy(min=2, max=3, scale_out_cpu=0, scale_in_cpu=0)},
-                            DecisionLog(), _healthy)
+                            DecisionLog(), _probe)
     try:
         await autoscaler.tick()
         assert len(provider.started) == 2
@@ -113,7 +166,7 @@ async def test_a_faulty_node_is_replaced_once():
         # one node dies (SIGKILL): gone from the provider's list and from the cluster
         dead = provider.started[0]
         del provider.running[dead]
-        await registry.leave(dead)
+        await _kill(registry, dead)
         await autoscaler.tick()
         assert len(provider.started) == 3, provider.started  # its replacement, and no other
         await autoscaler.tick()
@@ -156,7 +209,7 @@ async def test_a_new_term_forgets_the_nodes_another_leader_replaced_meanwhile():
     autoscaler = Autoscaler(registry, provider, leader,
                             {GroupKey("default", NodeRole.ORIGIN): GroupPolicy(min=2, max=3, scale_out_cpu=0,
                                                                                scale_in_cpu=0)},
-                            DecisionLog(), _healthy, ScalingSettings(interval_s=0.05))
+                            DecisionLog(), _probe, ScalingSettings(interval_s=0.05))
     await autoscaler.start()
     try:
         leader.leading = True
@@ -169,7 +222,7 @@ async def test_a_new_term_forgets_the_nodes_another_leader_replaced_meanwhile():
         # ... and replaces a node that died meanwhile with one of its own provider's
         dead = provider.started[0]
         del provider.running[dead]
-        await registry.leave(dead)
+        await _kill(registry, dead)
         other = ProvidedNode("origin-other", "default", NodeRole.ORIGIN, "http://127.0.0.1:9999",
                              ProviderState.RUNNING)
         await _beat(registry, other, 1)
@@ -189,10 +242,10 @@ async def test_a_node_that_leaves_during_the_health_probes_is_replaced_once():
     store, registry, autoscaler = await _group(provider)
     leaving: list[str] = []
 
-    async def probe(url: str) -> bool:  # ... and leaves the cluster during the probes
+    async def probe(url: str) -> bool:  # ... and is out of the cluster during the probes
         for node_id in list(leaving):
             leaving.remove(node_id)
-            await registry.leave(node_id)
+            await _kill(registry, node_id)
         return True
 
     autoscaler.probe = probe

@@ -190,7 +190,7 @@ class Autoscaler:
                 tracked.state = state
                 self.decisions.node(node_id, state)
         for node_id in [n for n in self._tracked if n not in provided and n not in views]:
-            if self._vanished(self._tracked[node_id]):
+            if self._vanished(node_id, self._tracked[node_id]):
                 continue  # check_faults judges it first (a fault, replaced); then it goes
             del self._tracked[node_id]
             self._ours.discard(node_id)
@@ -217,10 +217,11 @@ class Autoscaler:
             if node_id in views:
                 reason = self.detector.verdict(node_id, now)
                 cause = "stalled" if reason and reason.startswith("no heartbeat") else "health"
-            elif tracked.registered and node_id in provided and tracked.state != "draining":
-                # (a draining node that left is on its way out: its process ends by itself)
+            elif (tracked.registered and node_id in provided and tracked.state != "draining"
+                  and not self.registry.left_recently(node_id)):
+                # (a node that drained or left is on its way out: its process ends by itself)
                 reason, cause = "lease lapsed", "lapsed"
-            elif self._vanished(tracked):
+            elif self._vanished(node_id, tracked):
                 reason, cause = "its process ended and it left the cluster", "lost"
             elif (not tracked.registered and tracked.started_at is not None
                   and mono - tracked.started_at > self.settings.start_timeout_s):
@@ -229,12 +230,12 @@ class Autoscaler:
                 await self._fault(node_id, tracked, cause, reason, provided)
         return views
 
-    @staticmethod
-    def _vanished(tracked: "_Tracked") -> bool:
+    def _vanished(self, node_id: str, tracked: "_Tracked") -> bool:
         """A node that was in the cluster, gone from it and from the provider's list
-        without this leader stopping it or it draining first: a crash, SIGKILL, OOM."""
+        without this leader stopping it, it draining or it leaving (deregistering)
+        first: a crash, SIGKILL, OOM."""
         return (tracked.registered and not (tracked.faulty or tracked.stopping)
-                and tracked.state != "draining")
+                and tracked.state != "draining" and not self.registry.left_recently(node_id))
 
     async def _fault(self, node_id: str, tracked: _Tracked, cause: str, reason: str,
                      provided: dict[str, ProvidedNode]) -> None:
