@@ -1120,14 +1120,64 @@ def print_table(results: dict) -> None:
         log(f"note: {note}")
 
 
+CLUSTER: Cluster | None = None  # for the last-resort cleanup
+
+
+def last_resort_cleanup() -> None:
+    """Whatever the teardown left (it was cut short): every process with this run's
+    token on its command line, redis and the balancer, the namespaces."""
+    c = CLUSTER
+    if c is None:
+        return
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if c.token.encode() in argv:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), sig)
+    for child in (c.redis, c.balancer):
+        if child is not None and child.proc is not None and child.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.proc.pid, signal.SIGKILL)
+    for ns, _ in c.namespaces.values():
+        with contextlib.suppress(Exception):
+            ns.close()
+
+
 async def harness(args) -> int:
+    global CLUSTER
     chaos = Chaos(args)
+    CLUSTER = chaos.cluster
     results = None
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    stopping: list[str] = []
+
+    def stop(name: str) -> None:  # the first Ctrl-C (or SIGTERM) stops the run; the
+        if not stopping:          # teardown then runs to its end, whatever comes next
+            stopping.append(name)
+            log(f"{name}: stopping")
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
     try:
         results = await chaos.run()
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
     finally:
         log("teardown")
         await chaos.teardown()
+    if stopping:
+        log("interrupted (every process of the run was stopped)")
+        return 130
     path = write_results("chaos", results, args.quick)
     print(json.dumps({k: v for k, v in results.items() if k != "faults"}, indent=2))
     print_table(results)
@@ -1155,9 +1205,8 @@ def main() -> None:
             parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
     try:
         sys.exit(asyncio.run(harness(args)))
-    except KeyboardInterrupt:
-        log("interrupted (every process of the run was stopped)")
-        sys.exit(130)
+    finally:
+        last_resort_cleanup()
 
 
 if __name__ == "__main__":
