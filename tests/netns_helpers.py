@@ -10,6 +10,12 @@ holds zero packets (and so may not be bypassed) drops every packet it is given,
 silently: no RST, no ICMP, no link or route change. (This kernel has no sch_netem
 and no tc actions, so `netem loss 100%` and `matchall action drop` are not an option.)
 
+Random loss (`Link.lose(percent)`): an htb root whose second class ends in that same
+zero-length FIFO, and a classic-BPF classifier (`cls_bpf`) that sends a packet there when
+a random 32-bit number (`ld rand`) is below `percent` of the range: every packet is
+dropped with that probability, independently, both directions. `loss_unavailable()`
+says why not when the kernel lacks htb or cls_bpf.
+
 A client runs in a namespace as a subprocess (`CliClient`, `python -m unbroken play|publish
 --json`); its JSON event lines are collected in `events`.
 """
@@ -77,6 +83,46 @@ def unavailable() -> str | None:
     return _unavailable
 
 
+_loss_checked: dict[str, str | None] = {}
+
+
+def loss_unavailable() -> str | None:
+    """None when `Link.lose()` works here (namespaces, htb, cls_bpf); else why not."""
+    if "reason" in _loss_checked:
+        return _loss_checked["reason"]
+    reason = unavailable()
+    if reason is None:
+        name = f"ublprobe{os.getpid() % 100000}"
+        try:
+            run("ip", "netns", "add", name)
+            run("ip", "-n", name, "link", "add", "pa", "type", "veth", "peer", "name", "pb")
+            for cmd in _loss_commands(["tc", "-n", name], "pa", 10.0):
+                run(*cmd)
+        except NetnsError as exc:
+            reason = f"random loss (htb + cls_bpf) does not work here: {exc}"
+        finally:
+            run("ip", "netns", "del", name, check=False)
+    _loss_checked["reason"] = reason
+    return reason
+
+
+def _loss_commands(tc: list[str], dev: str, percent: float) -> list[list[str]]:
+    """tc commands that drop each packet leaving `dev` with probability `percent` %."""
+    threshold = min(2**32 - 1, round(percent / 100 * 2**32))
+    # classic BPF: A = random u32; A > threshold -> 0 (no match: class 1:1, sent);
+    # else -1 (match: the filter's class 1:2, whose FIFO holds nothing: dropped)
+    program = f"4,32 0 0 {2**32 - 0x1000 + 56},37 1 0 {threshold},6 0 0 {2**32 - 1},6 0 0 0"
+    return [
+        [*tc, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
+         "r2q", "100000"],
+        [*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit"],
+        [*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:2", "htb", "rate", "10gbit"],
+        [*tc, "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "12:", "pfifo", "limit", "0"],
+        [*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "bpf",
+         "bytecode", program, "flowid", "1:2"],
+    ]
+
+
 def _used_subnets() -> set[int]:
     out = run("ip", "-4", "-o", "addr", "show").stdout
     return {int(m) for m in re.findall(rf"inet {re.escape(PREFIX)}\.(\d+)\.", out)}
@@ -124,8 +170,16 @@ class Link:
             if proc.wait(10) != 0:
                 raise NetnsError(f"tc block failed: {proc.stderr.read().decode().strip()}")
 
+    def lose(self, percent: float) -> None:
+        """Random loss on this path: every packet, both directions, is dropped with
+        probability `percent` % (see the module's doc); `unblock()` ends it."""
+        for tc, dev in ((["tc"], self.root_if), (["tc", "-n", self.ns.name], self.ns_if)):
+            run(*tc, "qdisc", "del", "dev", dev, "root", check=False)
+            for cmd in _loss_commands(tc, dev, percent):
+                run(*cmd)
+
     def unblock(self) -> None:
-        """The path works again (the dropping qdiscs are removed)."""
+        """The path works again (the dropping qdiscs, or the loss, are removed)."""
         procs = [subprocess.Popen(cmd, stderr=subprocess.DEVNULL) for cmd in (
             ["tc", "qdisc", "del", "dev", self.root_if, "root"],
             ["tc", "-n", self.ns.name, "qdisc", "del", "dev", self.ns_if, "root"])]

@@ -102,3 +102,16 @@ def test_counters_advance():
     assert not counters_advance(list(range(10)) + [3])  # went backwards
     assert not counters_advance(list(range(0, 60, 6)))  # skipped too much
     assert not counters_advance(list(range(12)), minimum=20)
+
+
+def test_frame_log_finds_the_missing_counters_across_sessions_and_the_wrap():
+    from unbroken.client.framecode import FrameLog, unwrap_counters
+
+    log = FrameLog()
+    # an old and a new session overlap (make-before-break), then one frame is lost
+    for counter in [65533, 65534, 65535, 0, 65535, 0, 1, 2, 4, 5]:
+        log(None, counter)
+    assert unwrap_counters([65535, 0, 1]) == [65535, 65536, 65537]
+    assert log.missing() == [65536 + 3]
+    assert log.largest_gap() == 1
+    assert log.missing(start=log.mark()) == []

@@ -93,3 +93,17 @@ async def test_tone_frames(channels):
     spectrum = np.abs(np.fft.rfft(samples))
     peak_hz = np.argmax(spectrum) * 48000 / len(samples)
     assert abs(peak_hz - 1000) < 10
+
+
+async def test_clocked_pattern_counts_frame_slots_of_a_shared_clock():
+    from unbroken.client.testsrc import clocked_source
+
+    epoch = time.monotonic() - 10.0  # slot 300 at 30 fps
+    first = clocked_source(epoch)()[0]
+    frame = await first.recv()
+    assert 299 <= read_counter(frame) <= 302
+    await asyncio.sleep(0.2)
+    second = clocked_source(epoch)()[0]  # a new session's track goes on from the clock
+    frame = await second.recv()
+    assert read_counter(frame) >= first.last_index + 5
+    assert second.last_index == read_counter(frame)

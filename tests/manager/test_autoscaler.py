@@ -88,10 +88,17 @@ async def test_a_fault_found_in_a_tick_is_replaced_once(cluster):
     provider, clock = FakeProvider(), Clock()
     provider.add("e1")
     await serve(cluster, "e1")
-    scaler = autoscaler(cluster, provider, GroupPolicy(min=1, max=3, scale_in_cpu=0), clock)
+    healthy = [True]
+
+    async def probe(url: str) -> bool:
+        return healthy[0]
+
+    scaler = Autoscaler(cluster, provider, Lease(), {EDGE: GroupPolicy(min=1, max=3, scale_in_cpu=0)},
+                        DecisionLog(), probe, ScalingSettings(drain_s=7.0), clock=clock)
     await scaler.tick()
     assert provider.started == 0
-    await cluster.leave("e1")  # gone from the cluster, still in the provider's list
+    healthy[0] = False  # its /healthz fails: a fault at the second failure, in a tick
+    await scaler.tick()
     await scaler.tick()
     assert provider.started == 1, [e["text"] for e in scaler.decisions.entries]
     assert provider.stops == [("e1", 0)]

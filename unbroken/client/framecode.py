@@ -10,6 +10,8 @@ at least 512 pixels wide and 32 high.
 
 from __future__ import annotations
 
+import time
+
 import av
 import numpy as np
 
@@ -136,3 +138,72 @@ def counters_advance(counters, minimum: int = 10, max_step: int = 5) -> bool:
     values = [c for c in counters if c is not None]
     steps = [(b - a) % MODULUS for a, b in zip(values, values[1:])]
     return len(values) >= minimum and all(0 < s <= max_step for s in steps)
+
+
+class FrameLog:
+    """Every decoded frame counter a viewer got, from any of its sessions (the old and
+    the new one overlap during a make-before-break move), in arrival order, with the
+    arrival time (monotonic). Use it as a Subscriber's `on_frame`. With a source on a
+    shared clock (`testsrc.ClockedPatternTrack`), a counter missing between the first
+    and the last one is a frame the viewer never got."""
+
+    def __init__(self) -> None:
+        self.counters: list[tuple[float, int]] = []
+
+    def __call__(self, frame: av.VideoFrame, counter: int | None) -> None:
+        if counter is not None:
+            self.counters.append((time.monotonic(), counter))
+
+    def mark(self) -> int:
+        return len(self.counters)
+
+    def fps(self, start: int = 0) -> float:
+        """Decoded frames per second since `start` (0 with fewer than two frames)."""
+        window = self.counters[start:]
+        if len(window) < 2:
+            return 0.0
+        return (len(window) - 1) / max(1e-6, window[-1][0] - window[0][0])
+
+    def steps(self, start: int = 0, since: float = 0.0) -> list[tuple[float, int, int]]:
+        """(time after `since`, counter before, counter after) where a counter is not
+        its predecessor + 1 (a hole, or the old and the new session interleaved)."""
+        window = self.counters[start:]
+        return [(round(t - since, 3), p, c) for (t, c), (_, p) in zip(window[1:], window)
+                if c != (p + 1) % MODULUS]
+
+    def missing(self, start: int = 0, end: int | None = None) -> list[int]:
+        """Counter values between the first and the last frame of the window that no
+        session delivered (unwrapped across 65536)."""
+        values = unwrap_counters([c for _, c in self.counters[start:end]])
+        if not values:
+            return []
+        got = set(values)
+        return [v for v in range(min(values), max(values) + 1) if v not in got]
+
+    def largest_gap(self, start: int = 0, end: int | None = None) -> int:
+        """Frames missing in a row at the worst place (0: none missing)."""
+        holes = self.missing(start, end)
+        run = best = 0
+        previous = None
+        for value in holes:
+            run = run + 1 if previous is not None and value == previous + 1 else 1
+            best = max(best, run)
+            previous = value
+        return best
+
+
+def unwrap_counters(values: list[int]) -> list[int]:
+    """Counters (mod 65536) in arrival order as a count that does not wrap: each one is
+    taken as the value nearest to its predecessor (a jump of more than half the range is
+    a wrap, forwards or, when an old session's late frame follows, backwards)."""
+    out: list[int] = []
+    for value in values:
+        if out:
+            previous = out[-1]
+            value += previous - previous % MODULUS
+            if value - previous > MODULUS // 2:
+                value -= MODULUS
+            elif previous - value > MODULUS // 2:
+                value += MODULUS
+        out.append(value)
+    return out

@@ -125,6 +125,37 @@ class TestPatternVideoTrack(VideoStreamTrack):
         return VideoFrame.from_ndarray(packed.reshape(h * 3 // 2, w), format="yuv420p")
 
 
+class ClockedPatternTrack(TestPatternVideoTrack):
+    """The test pattern whose frame counter is the frame slot since a shared `epoch`
+    (monotonic clock: the same in every process of the machine), not the track's own
+    frame count: a publisher's new session (new tracks) goes on with the counter where
+    the clock is, so a viewer's counters have a hole exactly where frames were lost.
+    `last_index` is the slot of the last frame produced (not wrapped at 65536)."""
+
+    def __init__(self, epoch: float, width: int = 512, height: int = 64, fps: float = 30) -> None:
+        super().__init__(width, height, fps)
+        self.epoch = epoch
+        self.last_index = -1
+
+    async def recv(self) -> VideoFrame:
+        await self._running.wait()
+        pts, time_base = await self.next_timestamp()
+        # the slot the frame was due in, not when recv() ran: after a short pause the
+        # pacer catches up with frames that come at once, and counting those on from the
+        # last one would put this counter ahead of the clock for good
+        index = max(self.last_index + 1, round((self.frame_due - self.epoch) * self.fps))
+        self.last_index = index
+        frame = self._draw(index % framecode.MODULUS)
+        frame.pts, frame.time_base = pts, time_base
+        self.frames_sent += 1
+        return frame
+
+
+def clocked_source(epoch: float, width: int = 512, height: int = 64, fps: float = 30):
+    """A publisher source (fresh tracks per session, see sources.py) on one counter clock."""
+    return lambda: [ClockedPatternTrack(epoch, width, height, fps)]
+
+
 def _background_planes(width: int, height: int) -> tuple[np.ndarray, ...]:
     """Y, U, V planes twice as wide as the frame and periodic in ``width``.
 

@@ -45,6 +45,7 @@ CHECK_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 3.0
 RESYNC_ATTEMPTS = 5
 RESYNC_RETRY_S = 0.2
+LEFT_MEMORY_S = 30.0  # how long a node that left is remembered as having left
 
 NodeCheck = Callable[[NodeRecord], Awaitable[bool]]
 """Checks a suspect node over its public API (e.g. GET /healthz); True = healthy."""
@@ -158,6 +159,7 @@ class Registry:
         self._origins: dict[str, str] = {}
         self._reserved_edges: dict[str, dict[str, float]] = {}
         self._checks: dict[str, asyncio.Task[None]] = {}
+        self._left: dict[str, float] = {}  # node id -> when it left (deregistered), recently
         self._subscription: EventSubscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -214,6 +216,7 @@ class Registry:
         view = self._views.get(node_id)
         if view is None:
             raise UnknownNode(node_id)
+        self._left[node_id] = self.clock()
         self._forget(node_id)
         await self.store.remove_node(view.record)
 
@@ -317,7 +320,9 @@ class Registry:
         """Apply one store event to the view (RESYNC is handled by the follower)."""
         if event.kind is EventKind.NODE_UPDATED and event.record is not None:
             self._admit(event.record, event.lease_s or self.lease_s)
-        elif event.kind is EventKind.NODE_REMOVED:
+        elif event.kind is EventKind.NODE_REMOVED:  # it left (through another manager)
+            if event.node_id in self._views:
+                self._left[event.node_id] = self.clock()
             self._forget(event.node_id)
         elif event.kind is EventKind.ORIGIN_CLAIMED:
             self._origins[event.stream] = event.node_id
@@ -366,9 +371,17 @@ class Registry:
             await asyncio.sleep(self._sweep_interval_s)
             self.sweep()
 
+    def left_recently(self, node_id: str) -> bool:
+        """The node left the cluster itself (deregistered: a drain's end, a clean stop)
+        within the last LEFT_MEMORY_S, rather than lapsing or failing its check."""
+        at = self._left.get(node_id)
+        return at is not None and self.clock() - at < LEFT_MEMORY_S
+
     def sweep(self) -> None:
         """Forget nodes whose lease lapsed and edge reservations that expired."""
         now = self.clock()
+        for node_id in [n for n, at in self._left.items() if now - at >= LEFT_MEMORY_S]:
+            del self._left[node_id]
         for node_id in [v.node_id for v in self._views.values() if v.expires_at <= now]:
             self._forget(node_id)
         for stream, members in list(self._reserved_edges.items()):

@@ -87,6 +87,7 @@ class Autoscaler:
         self._ours: set[str] = set()  # every node the provider has listed or started
         self._task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
+        self._leading = False  # as of the loop's last look
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -131,10 +132,26 @@ class Autoscaler:
             "entries": list(self.decisions.entries)[-50:],
         }
 
+    def _new_term(self) -> None:
+        """This manager leads (again): what it tracked while it last led is stale (another
+        leader replaced and stopped nodes meanwhile): follow the cluster afresh, or nodes
+        long gone would be judged faulty and replaced once more."""
+        self._tracked.clear()
+        self._ours.clear()
+        self.detector = FaultDetector(self.settings.stall_s, self.settings.health_failures)
+
+    def _leads(self) -> bool:
+        """Whether this manager leads now; a new term starts afresh (`_new_term`)."""
+        leading = self.leader.leading
+        if leading and not self._leading:
+            self._new_term()
+        self._leading = leading
+        return leading
+
     async def _run(self) -> None:
         half = self.settings.interval_s / 2
         while True:
-            if self.leader.leading:
+            if self._leads():
                 try:
                     await self.tick()
                 except ProviderError as e:
@@ -142,7 +159,7 @@ class Autoscaler:
                 except Exception:
                     log.exception("autoscaler tick failed")
             await asyncio.sleep(half)
-            if self.leader.leading:
+            if self._leads():
                 with contextlib.suppress(ProviderError):
                     await self.check_faults(await self._provided())
 
@@ -160,8 +177,10 @@ class Autoscaler:
     async def tick(self) -> None:
         """Follow lifecycles, handle faults, then evaluate every group and role."""
         provided = await self._provided()
-        await self.check_faults(provided)
-        views = self._live()
+        # the view the faults were judged on: a node that left the cluster during the
+        # health probes is judged (and replaced) by the next check, not counted as
+        # missing by the evaluation first (it would be replaced twice)
+        views = await self.check_faults(provided)
         now = self.clock()
         for key, policy in self.policies.items():
             await self._evaluate(key, policy, provided, views, now)
@@ -188,7 +207,7 @@ class Autoscaler:
                 tracked.state = state
                 self.decisions.node(node_id, state)
         for node_id in [n for n in self._tracked if n not in provided and n not in views]:
-            if self._vanished(self._tracked[node_id]):
+            if self._vanished(node_id, self._tracked[node_id]):
                 continue  # check_faults judges it first (a fault, replaced); then it goes
             tracked = self._tracked.pop(node_id)
             self._ours.discard(node_id)
@@ -199,9 +218,9 @@ class Autoscaler:
             else:
                 self.decisions.node(node_id, "gone")
 
-    async def check_faults(self, provided: dict[str, ProvidedNode]) -> None:
+    async def check_faults(self, provided: dict[str, ProvidedNode]) -> dict[str, NodeView]:
         """Probe, judge and replace: heartbeat stall, failing /healthz, a lapsed lease, a
-        node that never registered."""
+        node that never registered. Returns the view of the cluster it judged."""
         views = self._live()
         self._follow(provided, views)
         now = self.registry.clock()
@@ -219,22 +238,25 @@ class Autoscaler:
             if node_id in views:
                 reason = self.detector.verdict(node_id, now)
                 cause = "stalled" if reason and reason.startswith("no heartbeat") else "health"
-            elif tracked.registered and node_id in provided:
+            elif (tracked.registered and node_id in provided and tracked.state != "draining"
+                  and not self.registry.left_recently(node_id)):
+                # (a node that drained or left is on its way out: its process ends by itself)
                 reason, cause = "lease lapsed", "lapsed"
-            elif self._vanished(tracked):
+            elif self._vanished(node_id, tracked):
                 reason, cause = "its process ended and it left the cluster", "lost"
             elif (not tracked.registered and tracked.started_at is not None
                   and mono - tracked.started_at > self.settings.start_timeout_s):
                 reason, cause = f"not registered within {self.settings.start_timeout_s:g} s", "start"
             if reason:
                 await self._fault(node_id, tracked, cause, reason, provided)
+        return views
 
-    @staticmethod
-    def _vanished(tracked: "_Tracked") -> bool:
+    def _vanished(self, node_id: str, tracked: "_Tracked") -> bool:
         """A node that was in the cluster, gone from it and from the provider's list
-        without this leader stopping it or it draining first: a crash, SIGKILL, OOM."""
+        without this leader stopping it, it draining or it leaving (deregistering)
+        first: a crash, SIGKILL, OOM."""
         return (tracked.registered and not (tracked.faulty or tracked.stopping)
-                and tracked.state != "draining")
+                and tracked.state != "draining" and not self.registry.left_recently(node_id))
 
     async def _fault(self, node_id: str, tracked: _Tracked, cause: str, reason: str,
                      provided: dict[str, ProvidedNode]) -> None:
