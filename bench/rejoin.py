@@ -20,7 +20,10 @@ Per viewer, ms after the round's go (wall clock, across processes):
   rtp       first video RTP packet
   frame     first video frame (RTP marker bit)
 and per round the CPU seconds the node and the viewer processes spent in it (a 2-core
-box: 2 s of CPU per second of wall time is all there is).
+box: 2 s of CPU per second of wall time is all there is), and the node's CPU per join:
+its CPU in the round less its forwarding rate (measured for `--idle` s before each
+round, the previous round's viewers gone; so it includes forwarding to the new viewers once they play) times
+the round's duration.
 
 `--py-spy node|viewers` samples that process (the first viewer process) with py-spy over
 all rounds and prints its hottest functions (needs `pip install py-spy`, root or ptrace).
@@ -259,6 +262,11 @@ async def run(args) -> dict:
                     "raw", "--output", args.spy_out, "--nonblocking",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
                 await asyncio.sleep(1.0)
+            # the node's CPU rate while it only forwards (the viewers of the last round
+            # gone): what the round's joins cost is the rest
+            idle0, idle_t0 = cpu_seconds(server.pid), time.monotonic()
+            await asyncio.sleep(args.idle)
+            forwarding_rate = (cpu_seconds(server.pid) - idle0) / (time.monotonic() - idle_t0)
             node_cpu0 = cpu_seconds(server.pid)
             viewers_cpu0 = sum(cpu_seconds(p) for p in pids)
             busy0 = machine_busy()
@@ -288,13 +296,18 @@ async def run(args) -> dict:
                     if "error" in marks:
                         row["retried"] = marks["error"]
                     samples.append(row)
+            joins_cpu = node_cpu - forwarding_rate * (done - go + 0.3)
             entry = {"round": i + 1, "wall_s": round(done - go, 3),
-                     "node_cpu_s": round(node_cpu, 3), "viewers_cpu_s": round(viewers_cpu, 3),
+                     "node_cpu_s": round(node_cpu, 3),
+                     "node_join_cpu_ms": round(1000 * joins_cpu / args.viewers, 2),
+                     "viewers_cpu_s": round(viewers_cpu, 3),
                      "machine_busy_pct": busy, "errors": errors}
             if republished:
                 entry["publisher_ms"] = round((republished["connected"] - go) * 1000, 1)
             rounds_out.append(entry)
             frames = sorted(s["frame"] for s in samples[-args.viewers:] if "frame" in s)
+            if not frames:
+                log(f"no frames: {joined}")
             log(f"round {i + 1}: frame p50 {percentile(frames, 50):.0f} ms, max "
                 f"{frames[-1] if frames else None} ms; node CPU {node_cpu:.2f} s, viewers "
                 f"{viewers_cpu:.2f} s, machine busy {busy}%"
@@ -320,6 +333,8 @@ async def run(args) -> dict:
               "rounds": rounds, "republish": args.republish, "machine": machine(),
               "summary": summary,
               "node_cpu_s_per_round": percentile([r["node_cpu_s"] for r in rounds_out], 50),
+              "node_cpu_ms_per_join": percentile([r["node_join_cpu_ms"] for r in rounds_out],
+                                                 50),
               "viewers_cpu_s_per_round": percentile([r["viewers_cpu_s"] for r in rounds_out],
                                                     50),
               "rounds_detail": rounds_out, "samples": samples}
@@ -337,7 +352,9 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=20)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--pause", type=float, default=1.0, help="s between rounds")
+    parser.add_argument("--pause", type=float, default=0.5, help="s between rounds")
+    parser.add_argument("--idle", type=float, default=1.0,
+                        help="s before each round measuring the node's forwarding CPU")
     parser.add_argument("--republish", action="store_true",
                         help="the publisher starts a new session at each go too")
     parser.add_argument("--py-spy", choices=["node", "viewers"])
@@ -360,7 +377,9 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
     rows = [{"phase": p, **result["summary"][p]} for p in PHASES]
     log(table([("phase", "ms after go"), ("p50", "p50"), ("p95", "p95")], rows))
-    log(f"node CPU per round (p50) {result['node_cpu_s_per_round']:.2f} s, viewer processes "
+    log(f"node CPU per join (p50, its forwarding taken out) "
+        f"{result['node_cpu_ms_per_join']:.1f} ms; node CPU per round (p50) "
+        f"{result['node_cpu_s_per_round']:.2f} s, viewer processes "
         f"{result['viewers_cpu_s_per_round']:.2f} s; results: {path}")
     if args.py_spy:
         log(f"\npy-spy ({args.py_spy}):\n" + summarize_spy(args.spy_out))

@@ -103,7 +103,7 @@ class Peer:
                  ice: RTCConfiguration | None = None) -> None:
         self.id = session_id
         self.stream = stream
-        self.pc = RTCPeerConnection(ice or RTCConfiguration(iceServers=[]))
+        self.pc = rtc_internals.new_peer_connection(ice or RTCConfiguration(iceServers=[]))
         self.closed = asyncio.Event()
         # set when media first flows: received (a publisher, a pull) or sent (a viewer)
         self.media_flowing = asyncio.Event()
