@@ -259,9 +259,11 @@ async def agent(args) -> None:
 
 def profiled(name: str) -> list[str]:
     """The interpreter's argv: under cProfile (CPU clock, bench/_profiled.py) with the
-    profile in $RESTORE_PROFILE_DIR/<name>.pstats when that is set."""
+    profile in $RESTORE_PROFILE_DIR/<name>.pstats when that is set (and `name` starts
+    with $RESTORE_PROFILE_ONLY, if set)."""
     where = os.environ.get("RESTORE_PROFILE_DIR")
-    if not where:
+    only = os.environ.get("RESTORE_PROFILE_ONLY")  # e.g. "node": only the nodes
+    if not where or (only and not name.startswith(only)):
         return [sys.executable]
     os.makedirs(where, exist_ok=True)
     return [sys.executable, str(Path(__file__).resolve().parent / "_profiled.py"),
@@ -597,6 +599,7 @@ class Bench:
             self.notes.append("node_killed: publisher and subscriber were on different nodes")
         survivor = next(n for n in self.nodes if n is not node)
         cpu0 = cpu_seconds(survivor.proc.proc.pid)
+        agents_cpu0 = {name: cpu_seconds(a.proc.pid) for name, a in self.agents.items()}
         busy0 = machine_busy()
         mark = len(self.hub.events)
         fault_at = time.time()
@@ -607,6 +610,8 @@ class Bench:
                 "fault": "node_killed",
                 "restored_s": round(time.time() - fault_at, 3),
                 "survivor_cpu_s": round(cpu_seconds(survivor.proc.proc.pid) - cpu0, 3),
+                "agents_cpu_s": {name: round(cpu_seconds(a.proc.pid) - agents_cpu0[name], 3)
+                                 for name, a in self.agents.items()},
                 "machine_busy_pct": busy_pct(busy0, machine_busy())})
             await self.all_media()
         finally:
