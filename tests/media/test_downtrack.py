@@ -91,6 +91,24 @@ def test_a_track_seeded_with_the_latest_keyframe_plays_it_once_connected_and_ask
     assert requests == []
 
 
+def test_held_packets_go_out_when_the_connection_is_up_not_at_the_next_packet():
+    writer = FakeWriter(ready=False)
+    t, _, requests = track(writer=writer)
+    t.seed((packet(20, 60000, keyframe=True), packet(21, 63000)))
+    t.connection_up()  # not ready yet (no SRTP session): nothing happens
+    assert writer.sent == []
+    writer.ready = True
+    t.connection_up()
+    assert len(writer.sent) == 2 and t.packets == 2
+    t.connection_up()  # once only
+    t.write(packet(22, 66000), 0.0)
+    assert len(writer.sent) == 3 and requests == []
+    empty = FakeWriter(ready=True)
+    t2, _, requests2 = track(writer=empty)
+    t2.connection_up()  # nothing held: asks for a keyframe at once
+    assert empty.sent == [] and requests2 == [1]
+
+
 def test_a_seed_without_a_keyframe_start_or_for_audio_is_ignored():
     t, writer, requests = track(writer=FakeWriter(ready=False))
     t.seed((packet(20, 60000), packet(21, 63000)))

@@ -83,14 +83,23 @@ class DownTrack(TrackSink):
             if not self.writer.ready:
                 self._hold(fp)
                 return
-            self._connected = True
-            held, self._held = self._held, None
-            if held:
-                for packet in held:
-                    self._forward(packet, now)
-            elif self.kind == "video":
-                self.request_keyframe()
+            self._go(now)
         self._forward(fp, now)
+
+    def connection_up(self) -> None:
+        """The peer connection is up: send what is held now, not at the next packet (up
+        to a frame interval later)."""
+        if not self._connected and self.writer.ready:
+            self._go(time.monotonic())
+
+    def _go(self, now: float) -> None:
+        self._connected = True
+        held, self._held = self._held, None
+        if held:
+            for packet in held:
+                self._forward(packet, now)
+        elif self.kind == "video":
+            self.request_keyframe()
 
     def _hold(self, fp: ForwardPacket) -> None:
         """Before the connection is up, keep the video from its latest keyframe on."""

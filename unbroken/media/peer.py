@@ -239,6 +239,12 @@ class SubscriberPeer(Peer):
         rtc_internals.take_over_sender_rtcp(sender, track.handle_rtcp)
         return track
 
+    def _on_connection_state(self) -> None:
+        super()._on_connection_state()
+        if self.pc.connectionState == "connected":
+            for track in self.downtracks.values():
+                track.connection_up()
+
     def _detach(self) -> None:
         for track in self.downtracks.values():
             self.stream.remove_sink(track)
