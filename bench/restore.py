@@ -45,7 +45,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from _harness import LOGS, REPO, _env, machine, percentile, table, write_results
+from _harness import (LOGS, REPO, _env, busy_pct, cpu_seconds, machine, machine_busy,
+                      percentile, table, write_results)
 
 sys.path.insert(1, str(REPO / "tests"))
 
@@ -117,6 +118,69 @@ async def follow_frames(clients: dict, last_frame: dict[str, float]) -> None:
         await asyncio.sleep(0.02)
 
 
+TIMELINE = ("start", "post", "answer", "connected", "rtp", "frame")
+
+
+def instrument_sessions() -> None:
+    """Note (wall clock) when each WHIP/WHEP session of this process POSTed its offer,
+    got the answer, connected (ICE + DTLS), received its first video RTP packet and its
+    first video frame: the restore's timeline (`timeline` in the restored events)."""
+    from unbroken.client.whep import WhepViewer
+    from unbroken.client.whip import OfferAnswerSession
+
+    def mark(session, name: str) -> None:
+        marks = session.__dict__.setdefault("bench_marks", {})
+        marks.setdefault(name, time.time())
+
+    start = OfferAnswerSession.start
+    post_offer = OfferAnswerSession._post_offer
+    on_state = OfferAnswerSession._on_connection_state
+    rtp_counter = WhepViewer._rtp_counter
+    frame_arrived = WhepViewer._video_frame_arrived
+
+    async def _start(self):
+        mark(self, "start")
+        return await start(self)
+
+    async def _post_offer(self, offer_sdp):
+        mark(self, "post")
+        answer = await post_offer(self, offer_sdp)
+        mark(self, "answer")
+        return answer
+
+    def _on_connection_state(self):
+        if self.pc.connectionState == "connected":
+            mark(self, "connected")
+        on_state(self)
+
+    def _rtp_counter(self, kind):
+        count = rtp_counter(self, kind)
+        if kind != "video":
+            return count
+
+        def counted(packet):
+            mark(self, "rtp")
+            count(packet)
+
+        return counted
+
+    def _video_frame_arrived(self, counter):
+        mark(self, "frame")
+        frame_arrived(self, counter)
+
+    OfferAnswerSession.start = _start
+    OfferAnswerSession._post_offer = _post_offer
+    OfferAnswerSession._on_connection_state = _on_connection_state
+    WhepViewer._rtp_counter = _rtp_counter
+    WhepViewer._video_frame_arrived = _video_frame_arrived
+
+
+def session_marks(client) -> dict:
+    attempt = getattr(client, "attempt", None)
+    session = getattr(attempt, "viewer", None) or getattr(attempt, "session", None)
+    return dict(getattr(session, "bench_marks", {}))
+
+
 async def agent(args) -> None:
     if os.environ.get("RESTORE_AGENT_LOG"):  # e.g. info: the SDK's log on the agent's stderr
         import logging
@@ -131,12 +195,19 @@ async def agent(args) -> None:
     from unbroken.client.publisher import Publisher
     from unbroken.client.subscriber import Subscriber
 
+    instrument_sessions()
     options = lambda: RestoreOptions(network_watch=args.network_watch)  # noqa: E731
     clients: dict[str, object] = {}
     frames: deque = deque(maxlen=40_000)
 
     def on_event(who: str):
-        return lambda event: emit(who=who, **event.as_dict())
+        def handle(event) -> None:
+            extra = {}
+            if event.kind == "restored":
+                extra["timeline"] = session_marks(clients[who])
+            emit(who=who, **event.as_dict(), **extra)
+
+        return handle
 
     if args.role == "pub":
         # the default source: the test pattern, 640x360 at 30 fps, and a tone
@@ -185,6 +256,19 @@ async def agent(args) -> None:
 
 
 # --- harness -------------------------------------------------------------------------------
+
+def profiled(name: str) -> list[str]:
+    """The interpreter's argv: under cProfile (CPU clock, bench/_profiled.py) with the
+    profile in $RESTORE_PROFILE_DIR/<name>.pstats when that is set (and `name` starts
+    with $RESTORE_PROFILE_ONLY, if set)."""
+    where = os.environ.get("RESTORE_PROFILE_DIR")
+    only = os.environ.get("RESTORE_PROFILE_ONLY")  # e.g. "node": only the nodes
+    if not where or (only and not name.startswith(only)):
+        return [sys.executable]
+    os.makedirs(where, exist_ok=True)
+    return [sys.executable, str(Path(__file__).resolve().parent / "_profiled.py"),
+            os.path.join(where, f"{name}.pstats")]
+
 
 class Hub:
     """Every agent's JSON lines, in arrival order, with a way to wait for one."""
@@ -294,7 +378,7 @@ class Node:
         import aiohttp
 
         self.proc = await Proc(f"node-{self.port}", [
-            sys.executable, "-m", "unbroken", "node", "--host", "0.0.0.0",
+            *profiled(f"node-{self.port}-{self.restarts}"), "-m", "unbroken", "node", "--host", "0.0.0.0",
             "--port", str(self.port), "--log-level",
             os.environ.get("BENCH_NODE_LOG_LEVEL", "warning")]).start()
         deadline = time.monotonic() + timeout
@@ -328,6 +412,7 @@ class Bench:
         self.switches: dict[str, object] = {}
         self.netns_skip: str | None = None
         self.samples: dict[str, list[dict]] = {}
+        self.round_figures: list[dict] = []  # per round: the surviving node's CPU seconds
         self.notes: list[str] = []
         self.viewers = args.viewers
         self.clients = ["pub", "sub"] + [f"load{i}" for i in range(self.viewers)]
@@ -358,7 +443,7 @@ class Bench:
         ns_link = self.links.get(link_of) if link_of else None
         prefix = ns_link[0].argv() if ns_link else []
         urls = self.urls(ns_link[1] if ns_link else None)
-        argv = [*prefix, sys.executable, str(Path(__file__).resolve()), "agent", role,
+        argv = [*prefix, *profiled(name), str(Path(__file__).resolve()), "agent", role,
                 "--urls", urls, "--stream", STREAM, "--name", name, *extra]
         if ns_link:
             argv.append("--network-watch")  # its own namespace: a change there is real
@@ -475,6 +560,12 @@ class Bench:
                    "gap_ms": first.get("gap_ms"), "tries": first.get("tries"),
                    "restores": len(events), "node": last.get("url", "").rsplit(":", 1)[-1],
                    "fault_to_media_ms": round((last["t"] - fault_at) * 1000, 1)}
+            restoring = next((e for e in self.hub.events[mark:] if e.get("who") == who
+                              and e.get("kind") == "restoring"), None)
+            marks = dict(last.get("timeline") or {})
+            if restoring:
+                marks["detected"] = restoring["t"]
+            row["timeline"] = {k: round((v - fault_at) * 1000, 1) for k, v in marks.items()}
             if who == "sub" and gap:
                 row.update(frame_gap_ms=gap["frame_gap_ms"], pauses=gap["pauses"],
                            fault_to_media_ms=gap["fault_to_media_ms"])
@@ -495,7 +586,8 @@ class Bench:
         brief = {w: [e.get("fault") for e in r] for w, r in reports.items()
                  if not w.startswith("load")}
         loads = sum(1 for w in reports if w.startswith("load"))
-        log(f"  {fault}: {subject}; restores {brief}, {loads} load viewers restored; "
+        figures = self.round_figures[-1] if self.round_figures else {}
+        log(f"  {fault}: {subject}; {figures}; restores {brief}, {loads} load viewers restored; "
             f"subscriber picture gap {gap and gap['frame_gap_ms']} ms "
             f"({gap and gap['pauses']} pause(s)), back for good "
             f"{gap and gap['fault_to_media_ms']} ms after the fault")
@@ -505,11 +597,22 @@ class Bench:
         node = next(n for n in self.nodes if n.port == port)
         if int(self.hub.url["pub"].rsplit(":", 1)[1]) != port:
             self.notes.append("node_killed: publisher and subscriber were on different nodes")
+        survivor = next(n for n in self.nodes if n is not node)
+        cpu0 = cpu_seconds(survivor.proc.proc.pid)
+        agents_cpu0 = {name: cpu_seconds(a.proc.pid) for name, a in self.agents.items()}
+        busy0 = machine_busy()
         mark = len(self.hub.events)
         fault_at = time.time()
         node.kill()
         try:
             await self.wait_restored(self.clients, mark)
+            self.round_figures.append({
+                "fault": "node_killed",
+                "restored_s": round(time.time() - fault_at, 3),
+                "survivor_cpu_s": round(cpu_seconds(survivor.proc.proc.pid) - cpu0, 3),
+                "agents_cpu_s": {name: round(cpu_seconds(a.proc.pid) - agents_cpu0[name], 3)
+                                 for name, a in self.agents.items()},
+                "machine_busy_pct": busy_pct(busy0, machine_busy())})
             await self.all_media()
         finally:
             await node.proc.proc.wait()
@@ -606,6 +709,14 @@ class Bench:
                     for p in (50, 95):
                         value = percentile(values, p)
                         entry[f"{metric}_p{p}"] = None if value is None else round(value, 1)
+                timeline = {}
+                for phase in ("detected", *TIMELINE):
+                    values = [r["timeline"][phase] for r in mine
+                              if phase in r.get("timeline", {})]
+                    if values:
+                        timeline[phase] = [round(percentile(values, 50), 1),
+                                           round(percentile(values, 95), 1)]
+                entry["timeline_ms_p50_p95"] = timeline
                 entry["targets"] = self.check(fault, role, entry)
                 summary.append(entry)
         skipped = {}
@@ -618,7 +729,8 @@ class Bench:
             "duration_s": round(duration, 1), "machine": machine(),
             "namespaces": not self.netns_skip, "skipped": skipped,
             "node_restarts": sum(n.restarts for n in self.nodes),
-            "summary": summary, "notes": self.notes, "samples": self.samples,
+            "summary": summary, "notes": self.notes, "rounds_detail": self.round_figures,
+            "samples": self.samples,
         }
 
     @staticmethod
@@ -654,6 +766,18 @@ def print_table(results: dict) -> None:
                ("fault_to_media_ms_p50", "fault→media p50"), ("fault_to_media_ms_p95", "p95"),
                ("target", "target")]
     log(table(columns, rows))
+    phases = ("detected", *TIMELINE)
+    timeline_rows = [{"class": e["fault"], "role": e["role"],
+                      **{p: "/".join(f"{v:.0f}" for v in e["timeline_ms_p50_p95"][p])
+                         for p in phases if p in e.get("timeline_ms_p50_p95", {})}}
+                     for e in results["summary"] if e.get("timeline_ms_p50_p95")]
+    if timeline_rows:
+        log("\nrestore timeline, ms after the fault (p50/p95; the last restore's session): "
+            "detected = the client's restoring event, start = the session's start (the attempt "
+            "that succeeded), post = its offer POSTed, answer, "
+            "connected = ICE + DTLS, rtp = first video packet, frame = first video frame")
+        log(table([("class", "fault class"), ("role", "role")]
+                  + [(p, p) for p in phases], timeline_rows))
     for fault, reason in results["skipped"].items():
         log(f"{fault}: skipped ({reason})")
     for note in results["notes"]:

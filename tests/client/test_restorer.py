@@ -137,3 +137,57 @@ async def test_manual_stop_never_restores():
     assert [e.kind for e in client.seen][-2:] == ["stream", "session"]
     assert client.seen[-1].state == "DISCONNECTED" and client.opened == ["http://a"]
     assert attempt.closed
+
+
+class ProbedClient(StandInClient):
+    """Its nodes' TCP ports: those in `refusing` take no connections."""
+
+    def __init__(self, urls, refusing=(), **kwargs) -> None:
+        super().__init__(urls, **kwargs)
+        self.refusing = set(refusing)
+        self.probed: list[str] = []
+
+    async def _accepts_connections(self, url: str) -> bool:
+        self.probed.append(url)
+        return url not in self.refusing
+
+
+async def test_a_node_whose_connection_broke_is_checked_before_a_new_session_goes_to_it():
+    client = await ProbedClient(["http://a", "http://b"]).start()
+    try:
+        client.refusing.add("http://a")  # SIGKILLed: its port refuses connections
+        client.down.add("http://a")
+        client.attempt.report_fault(Fault.SESSION_CLOSED)
+        restored = await client.event("restored")
+        assert restored.report.url == "http://b" and restored.report.tries == 1
+        assert client.probed == ["http://a"]
+        assert client.opened == ["http://a", "http://b"]  # no session set up for dead a
+    finally:
+        await client.stop()
+
+
+async def test_a_node_that_still_takes_connections_gets_the_new_session():
+    client = await ProbedClient(["http://a", "http://b"]).start()
+    try:
+        client.attempt.report_fault(Fault.CONNECTION_FAILED)
+        restored = await client.event("restored")
+        assert restored.report.url == "http://a" and client.probed == ["http://a"]
+        client.attempt.report_fault(Fault.BITRATE_ZERO)  # nothing broke on the node's side
+        await client.event("restored")
+        assert client.probed == ["http://a"] and client.opened == ["http://a"] * 3
+    finally:
+        await client.stop()
+
+
+async def test_accepts_connections_tells_a_listening_port_from_a_closed_one():
+    from unbroken.client.restorer import accepts_connections
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await accepts_connections(f"http://127.0.0.1:{port}/whep")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not await accepts_connections(f"http://127.0.0.1:{port}")
+    assert not await accepts_connections("http://no-such-host.invalid:80", timeout=2)

@@ -76,6 +76,51 @@ def test_a_too_long_hold_gives_up_and_asks_again_when_connected():
     assert writer.sent == [] and requests  # waits for a fresh keyframe
 
 
+def test_a_track_seeded_with_the_latest_keyframe_plays_it_once_connected_and_asks_none():
+    writer = FakeWriter(ready=False)
+    t, _, requests = track(writer=writer)
+    t.seed((packet(20, 60000, keyframe=True), packet(21, 63000)))
+    t.start()
+    assert requests == []  # the seeded keyframe serves this joiner
+    t.write(packet(22, 66000), 0.0)  # still connecting: kept after the seed
+    writer.ready = True
+    t.write(packet(23, 69000), 0.0)
+    seqs = [s for s, _, _ in writer.sent]
+    assert len(seqs) == 4 and all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    assert [ts - writer.sent[0][1] for _, ts, _ in writer.sent] == [0, 3000, 6000, 9000]
+    assert requests == []
+
+
+def test_held_packets_go_out_when_the_connection_is_up_not_at_the_next_packet():
+    writer = FakeWriter(ready=False)
+    t, _, requests = track(writer=writer)
+    t.seed((packet(20, 60000, keyframe=True), packet(21, 63000)))
+    t.connection_up()  # not ready yet (no SRTP session): nothing happens
+    assert writer.sent == []
+    writer.ready = True
+    t.connection_up()
+    assert len(writer.sent) == 2 and t.packets == 2
+    t.connection_up()  # once only
+    t.write(packet(22, 66000), 0.0)
+    assert len(writer.sent) == 3 and requests == []
+    empty = FakeWriter(ready=True)
+    t2, _, requests2 = track(writer=empty)
+    t2.connection_up()  # nothing held: asks for a keyframe at once
+    assert empty.sent == [] and requests2 == [1]
+
+
+def test_a_seed_without_a_keyframe_start_or_for_audio_is_ignored():
+    t, writer, requests = track(writer=FakeWriter(ready=False))
+    t.seed((packet(20, 60000), packet(21, 63000)))
+    t.start()
+    assert requests == [1]  # nothing usable: asks as before
+    a, _, _ = track(kind="audio", writer=FakeWriter(ready=False))
+    a.seed((packet(20, 60000, keyframe=True),))
+    a.writer.ready = True
+    a.write(packet(21, 61000, keyframe=True), 0.0)
+    assert len(a.writer.sent) == 1
+
+
 def test_a_new_source_continues_the_numbering():
     t, writer, _ = track()
     t.write(packet(100, 9000, keyframe=True), 0.0)

@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 from aiortc import RTCRtpReceiver
 
@@ -40,3 +42,80 @@ def test_every_private_name_used_is_listed():
 def test_aiortc_version_is_the_pinned_one():
     import aiortc
     assert aiortc.__version__ == "1.16.0"
+
+
+def test_new_connections_share_one_certificate_made_once(monkeypatch):
+    first = rtc_internals.new_peer_connection()
+    second = rtc_internals.new_peer_connection()
+    cert = first._RTCPeerConnection__certificates[0]
+    assert second._RTCPeerConnection__certificates == [cert]
+    assert isinstance(cert, rtc_internals.SharedCertificate)
+    assert cert.getFingerprints() == cert.getFingerprints()  # digests made once
+    from aiortc.rtcdtlstransport import SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80
+
+    profiles = [SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80]
+    assert cert._create_ssl_context(profiles) is cert._create_ssl_context(profiles)
+    # a new one once the current one is old (connections keep theirs)
+    monkeypatch.setattr(rtc_internals, "CERTIFICATE_LIFETIME", -1.0)
+    third = rtc_internals.new_peer_connection()
+    assert third._RTCPeerConnection__certificates[0] is not cert
+
+
+async def test_connections_with_the_shared_certificate_connect():
+    from aiortc import RTCSessionDescription
+
+    offerer, answerer = rtc_internals.new_peer_connection(), rtc_internals.new_peer_connection()
+    try:
+        offerer.createDataChannel("x")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(RTCSessionDescription(
+            answerer.localDescription.sdp, "answer"))
+        for _ in range(500):
+            if offerer.connectionState == answerer.connectionState == "connected":
+                break
+            await asyncio.sleep(0.01)
+        assert offerer.connectionState == answerer.connectionState == "connected"
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+def test_the_bitrate_estimator_is_built_at_its_first_packet():
+    from aiortc.rate import RemoteBitrateEstimator
+
+    import types
+
+    receiver = RTCRtpReceiver("video", transport=types.SimpleNamespace(state="new"))
+    lazy = receiver._RTCRtpReceiver__remote_bitrate_estimator
+    assert lazy._real is None  # nothing built for a receiver that gets no packet
+    real = RemoteBitrateEstimator()
+    for n in range(60):  # aiortc's call, keywords and all
+        args = dict(abs_send_time=n * 1000, arrival_time_ms=n * 20, payload_size=1000, ssrc=1)
+        assert lazy.add(**args) == real.add(**args)
+    assert isinstance(lazy._real, RemoteBitrateEstimator)
+
+
+def test_host_addresses_are_cached_only_when_asked(monkeypatch):
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+    calls = []
+
+    def enumerate_interfaces(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        calls.append((use_ipv4, use_ipv6))
+        return ["192.0.2.7"]
+
+    monkeypatch.setattr(rtc_internals, "_host_addresses", enumerate_interfaces)
+    try:
+        rtc_internals.cache_host_addresses(60)
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["192.0.2.7"]
+        assert aioice.ice.get_host_addresses(True, True) == ["192.0.2.7"]
+        assert calls == [(True, True)]  # enumerated once for the ttl
+        rtc_internals.cache_host_addresses(0)  # off: aioice's own, every time
+        assert aioice.ice.get_host_addresses is enumerate_interfaces
+    finally:
+        monkeypatch.undo()
+        rtc_internals.cache_host_addresses(0)
+    assert aioice.ice.get_host_addresses is original

@@ -102,3 +102,76 @@ def test_sender_reports_reach_the_sinks():
     receiver.sender_reports[1] = (10, 20)
     stream.update_sender_reports()
     assert sink.reports == [{1: (10, 20)}]
+
+
+class SeedableSink(RecordingSink):
+    def __init__(self, kind="video", mime="video/vp8") -> None:
+        super().__init__(kind, mime)
+        self.seeded = None
+
+    def seed(self, packets):
+        self.seeded = [p.sequence_number for p in packets]
+
+
+def vp8(receiver, seq, keyframe, ssrc=1):
+    payload = b"\x90\x80\x01\x00" if keyframe else b"\x90\x80\x01\x01"  # P bit: inter
+    receiver.handle_rtp(RtpPacket(payload_type=96, sequence_number=seq, ssrc=ssrc,
+                                  timestamp=seq * 3000, payload=payload))
+
+
+def test_a_new_video_sink_starts_from_the_latest_recent_keyframe():
+    stream = Stream("s")
+    src, receiver = source("a")
+    stream.attach(src)
+    early = SeedableSink()
+    stream.add_sink(early)
+    assert early.seeded is None  # no keyframe yet: nothing to start from
+    for seq, key in ((1, True), (2, False), (3, True), (4, False), (5, False)):
+        vp8(receiver, seq, key)
+    late = SeedableSink()
+    stream.add_sink(late)
+    assert late.seeded == [3, 4, 5]  # from the latest keyframe on
+    vp8(receiver, 6, False)
+    assert late.packets == [6]  # then fed as every sink
+    audio = SeedableSink(kind="audio", mime="audio/opus")
+    stream.add_sink(audio)
+    assert audio.seeded is None
+
+
+def test_no_seed_from_an_old_keyframe_a_gone_source_or_across_a_hole(monkeypatch):
+    from unbroken.media import stream as stream_module
+
+    stream = Stream("s")
+    src, receiver = source("a")
+    stream.attach(src)
+    vp8(receiver, 1, True)
+    vp8(receiver, 2, False)
+    assert stream.latest_keyframe() and not stream.latest_keyframe(max_age=-1)
+    monkeypatch.setattr(stream_module, "SEED_MAX_AGE", -1.0)  # the keyframe is too old
+    old = SeedableSink()
+    stream.add_sink(old)
+    assert old.seeded is None
+    monkeypatch.undo()
+    vp8(receiver, 2 + stream_module.MAX_GOP_PACKETS, False)  # a hole: undecodable past it
+    assert stream.latest_keyframe() == ()
+    vp8(receiver, 500, True)
+    assert [p.sequence_number for p in stream.latest_keyframe()] == [500]
+    stream.detach(src)
+    assert stream.latest_keyframe() == ()
+    new, new_receiver = source("b")
+    stream.attach(new)
+    assert stream.latest_keyframe() == ()  # the new source's own keyframe is needed
+
+
+def test_the_kept_packets_are_bounded():
+    from unbroken.media.stream import MAX_GOP_PACKETS
+
+    stream = Stream("s")
+    src, receiver = source("a")
+    stream.attach(src)
+    vp8(receiver, 0, True)
+    for seq in range(1, MAX_GOP_PACKETS):
+        vp8(receiver, seq, False)
+    assert len(stream.latest_keyframe()) == MAX_GOP_PACKETS
+    vp8(receiver, MAX_GOP_PACKETS, False)
+    assert stream.latest_keyframe() == ()  # too long a GOP: joiners ask for a keyframe

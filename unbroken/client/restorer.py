@@ -4,7 +4,9 @@ A client runs one *attempt* at a time (a session on one node). The attempt's
 watchdogs report the first fault; the client then asks its restore policy for the
 next try (when, and which URL), its URL source for the URL to connect to, and starts
 new attempts until one delivers media again, and reports the restore (fault,
-detect_ms, restore_ms, gap_ms). A manual stop never restores; running out of tries
+detect_ms, restore_ms, gap_ms). A try that goes back to a node whose connection just
+broke first checks with one TCP handshake that the node still takes connections (a
+SIGKILLed node refuses at once, and costs no WebRTC set-up that could only fail). A manual stop never restores; running out of tries
 is reported as a `gave_up` event.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from unbroken.protocol.faults import Fault
 from unbroken.protocol.states import Kind
@@ -32,6 +35,31 @@ log = logging.getLogger("unbroken.client")
 # the old session's media counts as continuous when it arrived this close to the new
 # session's first frame (the attempts notice media by polling every 50 ms)
 MEDIA_POLL_GAP_S = 0.1
+# faults that say the connection to the node broke: the node may be gone (SIGKILL). Before
+# a try goes back to that node's URL, one TCP handshake checks it still accepts
+# connections: a dead node refuses at once, and then costs no WebRTC session set-up (a
+# peer connection, ICE gathering, an offer) that could only fail at its POST
+NODE_MAY_BE_GONE = frozenset({Fault.SESSION_CLOSED, Fault.CONNECTION_CLOSED,
+                              Fault.CONNECTION_FAILED, Fault.SESSION_FAILED,
+                              "connection_lost"})
+PROBE_TIMEOUT_S = 0.5  # as a POST's own TCP connect (whip.CONNECT_TIMEOUT)
+
+
+async def accepts_connections(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True if `url`'s host accepts a TCP connection on its port within `timeout`."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port),
+                                           timeout)
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return False
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return True
 
 
 class RestoringClient:
@@ -255,6 +283,10 @@ class RestoringClient:
             self.emit(ClientEvent("restored", self.live_state, reason=fault.name,
                                   url=new.url, report=report))
 
+    async def _accepts_connections(self, url: str) -> bool:
+        """Whether the node at `url` (whose connection just broke) still takes connections."""
+        return await accepts_connections(url)
+
     def _node_of(self, url: str) -> str | None:
         node_of = getattr(self.url_source, "node_of", None)  # optional in a UrlSource
         return node_of(url) if callable(node_of) else None
@@ -275,6 +307,9 @@ class RestoringClient:
             url = plan.url
             try:
                 url = await self.url_source.next_url(self.stream, self.kind, plan)
+                if (fault is not None and fault.name in NODE_MAY_BE_GONE and url == last_url
+                        and not await self._accepts_connections(url)):
+                    raise ConnectionRefusedError(f"{url} accepts no connections")
                 attempt = self._new_attempt(url)
                 attempt.node = self._node_of(url)
                 await asyncio.wait_for(attempt.open(), self.options.connect_timeout_s)

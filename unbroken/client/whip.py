@@ -22,6 +22,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -32,6 +33,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
 
+from unbroken.media import rtc_internals
 from unbroken.protocol.whip_whep import REPLACES, Resource, parse_events_link
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,10 @@ class OfferAnswerSession:
             # dead, and the DELETE that ends the old session must still get through
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True))
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        # max-bundle (as browsers offer): audio and video share one ICE/DTLS transport from
+        # the start, so candidates are gathered once, not once per kind
+        self.pc = rtc_internals.new_peer_connection(RTCConfiguration(
+            iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.pc.on("connectionstatechange", self._on_connection_state)
         try:
             self._add_transceivers(self.pc)

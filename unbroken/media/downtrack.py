@@ -65,23 +65,41 @@ class DownTrack(TrackSink):
 
     def start(self) -> None:
         """The subscription begins: ask for a keyframe now, while ICE and DTLS connect;
-        its packets are held until the connection is up (first frame sooner)."""
-        if self.kind == "video":
+        its packets are held until the connection is up (first frame sooner). A track
+        seeded with the stream's latest (recent) keyframe asks for none: it plays from
+        that one, so a burst of joiners costs the publisher one keyframe, not one each."""
+        if self.kind == "video" and self._held is None:
             self.request_keyframe()
+
+    def seed(self, packets: tuple[ForwardPacket, ...]) -> None:
+        """Start from the stream's latest keyframe (held like the packets that arrive
+        before the connection is up): the first frame need not wait for a new keyframe."""
+        if (self.kind == "video" and not self._connected and self._held is None and packets
+                and packets[0].keyframe_start):
+            self._held = list(packets[:MAX_HELD_PACKETS])
 
     def write(self, fp: ForwardPacket, now: float) -> None:
         if not self._connected:
             if not self.writer.ready:
                 self._hold(fp)
                 return
-            self._connected = True
-            held, self._held = self._held, None
-            if held:
-                for packet in held:
-                    self._forward(packet, now)
-            elif self.kind == "video":
-                self.request_keyframe()
+            self._go(now)
         self._forward(fp, now)
+
+    def connection_up(self) -> None:
+        """The peer connection is up: send what is held now, not at the next packet (up
+        to a frame interval later)."""
+        if not self._connected and self.writer.ready:
+            self._go(time.monotonic())
+
+    def _go(self, now: float) -> None:
+        self._connected = True
+        held, self._held = self._held, None
+        if held:
+            for packet in held:
+                self._forward(packet, now)
+        elif self.kind == "video":
+            self.request_keyframe()
 
     def _hold(self, fp: ForwardPacket) -> None:
         """Before the connection is up, keep the video from its latest keyframe on."""

@@ -103,7 +103,7 @@ class Peer:
                  ice: RTCConfiguration | None = None) -> None:
         self.id = session_id
         self.stream = stream
-        self.pc = RTCPeerConnection(ice or RTCConfiguration(iceServers=[]))
+        self.pc = rtc_internals.new_peer_connection(ice or RTCConfiguration(iceServers=[]))
         self.closed = asyncio.Event()
         # set when media first flows: received (a publisher, a pull) or sent (a viewer)
         self.media_flowing = asyncio.Event()
@@ -238,6 +238,12 @@ class SubscriberPeer(Peer):
         track.on_first_packet = self.media_flowing.set
         rtc_internals.take_over_sender_rtcp(sender, track.handle_rtcp)
         return track
+
+    def _on_connection_state(self) -> None:
+        super()._on_connection_state()
+        if self.pc.connectionState == "connected":
+            for track in self.downtracks.values():
+                track.connection_up()
 
     def _detach(self) -> None:
         for track in self.downtracks.values():

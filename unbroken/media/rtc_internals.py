@@ -16,6 +16,14 @@ The SDK's WHEP viewer and recorder need two hooks of their own (counting receive
 RTP packets, copying encoded frames on their way to the decoder): they are here too,
 under "client side", so that this module is the only one that touches a private name.
 
+What a new peer connection costs, cut where aiortc does per connection what one process
+can do once (a burst of sessions, e.g. every viewer of a killed node re-joining another):
+`new_peer_connection` gives every connection of the process one DTLS certificate whose
+fingerprints and OpenSSL context are made once; video receivers build aiortc's
+remote-bitrate estimator (1000 buckets) only when their first packet needs it (a node's
+subscriber sessions and the SDK's counting viewers never do); `cache_host_addresses` lets
+a node enumerate its interfaces once per `ttl` for ICE gathering, not once per session.
+
 `HOOKS` lists every private name used here; `check_hooks()` (run at node start and by
 the tests) fails with the missing hooks named if an aiortc upgrade moved any of them.
 """
@@ -28,15 +36,18 @@ import inspect
 import logging
 import re
 import struct
+import time
 from asyncio import selector_events
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aioice.ice
 import aiortc
+import aiortc.rtcrtpreceiver
 import pylibsrtp
 from aioice.ice import CandidatePair, Connection
-from aiortc import (RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender,
-                    RTCRtpTransceiver)
+from aiortc import (RTCCertificate, RTCConfiguration, RTCDtlsTransport, RTCIceTransport,
+                    RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver)
 from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -46,8 +57,9 @@ from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
 __all__ = [
-    "HOOKS", "MissingHook", "NativePacketWriter", "PacketWriter", "SilentTrack",
-    "check_hooks", "srtp_context_address", "srtp_protect_address",
+    "HOOKS", "MissingHook", "NativePacketWriter", "PacketWriter", "SharedCertificate",
+    "SilentTrack", "cache_host_addresses", "check_hooks", "new_peer_connection",
+    "shared_certificate", "srtp_context_address", "srtp_protect_address",
     "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
     "send_pli", "sender_rtx_ssrc", "sender_ssrc", "set_sender_report_source",
     "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
@@ -93,6 +105,8 @@ HOOKS: tuple[tuple[type, str, str], ...] = (
     (CandidatePair, "remote_addr", "PacketWriter: the pair's remote address"),
     (selector_events._SelectorTransport, "_sock", "PacketWriter: the UDP socket"),
     (pylibsrtp.Session, "_srtp", "PacketWriter, srtp_context_address: libsrtp's srtp_t"),
+    (RTCPeerConnection, "__certificates", "new_peer_connection: the shared certificate"),
+    (RTCCertificate, "_create_ssl_context", "SharedCertificate: one OpenSSL context"),
 )
 
 # How those names are used, where our stand-ins must fit: (owner, source line, hook).
@@ -101,6 +115,12 @@ CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
      "the jitter buffer's add(packet) -> (pli_flag, encoded_frame)"),
     (RTCRtpReceiver, "self.__decoder_queue.put((codec, encoded_frame))",
      "decoder queue items (codec, encoded_frame)"),
+    (RTCRtpReceiver, "self.__remote_bitrate_estimator = RemoteBitrateEstimator()",
+     "the receiver builds its estimator from the module's RemoteBitrateEstimator"),
+    (RTCRtpReceiver, "remb = self.__remote_bitrate_estimator.add(",
+     "the estimator is only ever used through add() (_LazyBitrateEstimator)"),
+    (Connection, "addresses = get_host_addresses(",
+     "ICE gathering asks the module's get_host_addresses (cache_host_addresses)"),
 )
 
 
@@ -123,6 +143,10 @@ def check_hooks() -> None:
                if not _has(owner, name)]
     missing += [f"{owner.__qualname__}: {use}" for owner, line, use in CALL_SHAPES
                 if line not in inspect.getsource(owner)]
+    if not isinstance(_real_bitrate_estimator, type):
+        missing.append("aiortc.rtcrtpreceiver.RemoteBitrateEstimator (_LazyBitrateEstimator)")
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        missing.append("aioice.ice.get_host_addresses (cache_host_addresses)")
     if not str(srtp_ffi.typeof(srtp_protect).cname).startswith("srtp_err_status_t(*)"):
         missing.append("pylibsrtp._binding.lib.srtp_protect (PacketWriter)")
     elif str(srtp_ffi.typeof(srtp_protect).cname) != SRTP_PROTECT_SIGNATURE:
@@ -131,6 +155,107 @@ def check_hooks() -> None:
     if missing:
         raise MissingHook(f"aiortc {aiortc.__version__} lacks private hooks unbroken relies "
                           "on (it is pinned to 1.16.0): " + "; ".join(missing))
+
+
+# --- what a new peer connection costs ------------------------------------------------------
+
+# seconds one shared certificate serves new connections (aiortc's are valid 30 days; a
+# connection keeps the one it started with)
+CERTIFICATE_LIFETIME = 24 * 3600.0
+
+
+class SharedCertificate(RTCCertificate):
+    """A DTLS certificate for every new peer connection of the process: its fingerprints
+    (three digests, asked for by every offer, answer and handshake) and its OpenSSL
+    context (per list of SRTP profiles) are made once."""
+
+    def __init__(self, key, cert) -> None:
+        super().__init__(key, cert)
+        self.created_at = time.monotonic()
+        self._fingerprints: list | None = None
+        self._contexts: dict[tuple, Any] = {}
+
+    def getFingerprints(self) -> list:
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles):
+        key = tuple(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = super()._create_ssl_context(srtp_profiles)
+        return context
+
+
+_certificate: SharedCertificate | None = None
+
+
+def shared_certificate() -> SharedCertificate:
+    """The process's certificate for new connections (a new one every
+    CERTIFICATE_LIFETIME)."""
+    global _certificate
+    if (_certificate is None
+            or time.monotonic() - _certificate.created_at > CERTIFICATE_LIFETIME):
+        _certificate = SharedCertificate.generateCertificate()
+    return _certificate
+
+
+def new_peer_connection(configuration: RTCConfiguration | None = None) -> RTCPeerConnection:
+    """An RTCPeerConnection that uses the process's shared certificate (aiortc makes one
+    per connection: key, certificate, digests and OpenSSL context each time)."""
+    pc = RTCPeerConnection(configuration)
+    pc._RTCPeerConnection__certificates = [shared_certificate()]
+    return pc
+
+
+_real_bitrate_estimator = getattr(aiortc.rtcrtpreceiver, "RemoteBitrateEstimator", None)
+
+
+class _LazyBitrateEstimator:
+    """Stands in for aiortc's RemoteBitrateEstimator, which every video receiver builds at
+    once (a rate counter of 1000 buckets): the real one is built at the first add(), so
+    receivers that never get a packet through aiortc's own path (a node's subscriber
+    sessions, the SDK's counting viewers) never pay for it."""
+
+    __slots__ = ("_real",)
+
+    def __init__(self) -> None:
+        self._real = None
+
+    def add(self, *args, **kwargs):
+        real = self._real
+        if real is None:
+            real = self._real = _real_bitrate_estimator()
+        return real.add(*args, **kwargs)
+
+
+if _real_bitrate_estimator is not None:
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyBitrateEstimator
+
+_host_addresses = aioice.ice.get_host_addresses
+_host_address_cache: dict[tuple[bool, bool], tuple[float, list[str]]] = {}
+_host_address_ttl = 0.0
+
+
+def _cached_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    key = (use_ipv4, use_ipv6)
+    now = time.monotonic()
+    hit = _host_address_cache.get(key)
+    if hit is None or now - hit[0] > _host_address_ttl:
+        hit = _host_address_cache[key] = (now, _host_addresses(use_ipv4, use_ipv6))
+    return list(hit[1])
+
+
+def cache_host_addresses(ttl: float) -> None:
+    """ICE gathering enumerates the host's interfaces for every connection; with `ttl` > 0
+    the list is reused for that many seconds (a node: a burst of sessions enumerates once;
+    an address gone meanwhile just fails to bind, one added is used after `ttl`). 0: as
+    aiortc does (the SDK, which must see a network change at once)."""
+    global _host_address_ttl
+    _host_address_ttl = ttl
+    _host_address_cache.clear()
+    aioice.ice.get_host_addresses = _cached_host_addresses if ttl > 0 else _host_addresses
 
 
 class _JitterBufferTap:

@@ -29,6 +29,11 @@ class TrackSink(ABC):
     def write(self, packet: ForwardPacket, now: float) -> None:
         """Take one forwarded packet (called on the hot path: keep it cheap)."""
 
+    def seed(self, packets: tuple[ForwardPacket, ...]) -> None:
+        """Before the first `write`: the current source's packets from its latest keyframe
+        on (recent ones), for a sink that can start from them instead of waiting for the
+        next keyframe. Ignored by default."""
+
     def source_changed(self) -> None:
         """The packets that follow come from another source (or after a long hole)."""
 

@@ -24,6 +24,13 @@ __all__ = ["KINDS", "Source", "Stream", "StreamChange"]
 log = logging.getLogger("unbroken.media.stream")
 
 KINDS = ("audio", "video")
+# A new video sink starts from the stream's latest keyframe when that keyframe arrived at
+# most this long ago (s): it need not wait for a keyframe of its own, so a burst of joiners
+# (all of a node's viewers re-joining after a fault) is served by the keyframes the
+# publisher already sent, each joiner playing as soon as its connection is up.
+SEED_MAX_AGE = 0.5
+# video packets kept from the latest keyframe on (beyond: none are kept until the next one)
+MAX_GOP_PACKETS = 300
 
 
 class StreamChange(StrEnum):
@@ -63,6 +70,8 @@ class Stream:
         self._sinks: dict[str, tuple[TrackSink, ...]] = {k: () for k in KINDS}
         self.subscriber_ids: set[str] = set()
         self.listeners: list[Callable[[StreamChange, "Stream"], None]] = []
+        # the current source's video packets since its latest keyframe (None: none usable)
+        self._gop: list[ForwardPacket] | None = None
 
     @property
     def live(self) -> bool:
@@ -76,9 +85,10 @@ class Stream:
         if self.source is not None:
             self.detach(self.source)
         self.source = source
+        self._gop = None
         for kind, receiver in source.receivers.items():
             receiver.on_packet = self._forwarder(kind, source)
-            receiver.on_codec_change = lambda codec: self._drop_mismatched_codecs()
+            receiver.on_codec_change = lambda codec: self._codec_changed()
             receiver.on_discontinuity = lambda kind=kind: self._skip_hole(kind)
         self._emit(StreamChange.ACTIVE)
         self._drop_mismatched_codecs()
@@ -104,8 +114,14 @@ class Stream:
     def _skip_hole(self, kind: str) -> None:
         """The source lost a long run of packets: subscribers continue from its next
         keyframe (audio: next packet) with contiguous sequence numbers."""
+        if kind == "video":
+            self._gop = None  # what was kept cannot be decoded past the hole
         for sink in self._sinks[kind]:
             sink.source_changed()
+
+    def _codec_changed(self) -> None:
+        self._gop = None
+        self._drop_mismatched_codecs()
 
     def _drop_mismatched_codecs(self) -> None:
         """Stop feeding sinks set up for another codec than the source's; the CODEC event
@@ -127,15 +143,20 @@ class Stream:
             receiver.on_packet = None
             receiver.on_discontinuity = None
         self.source = None
+        self._gop = None
         for kind in KINDS:
             for sink in self._sinks[kind]:
                 sink.source_changed()
         self._emit(StreamChange.INACTIVE)
 
     def _forwarder(self, kind: str, source: Source) -> Callable[[ForwardPacket], None]:
+        keep = self._keep_video if kind == "video" else None
+
         def forward(packet: ForwardPacket) -> None:
             if self.source is not source:
                 return
+            if keep is not None:
+                keep(packet)
             now = packet.arrival
             batch = fastpath.BATCH  # the native path sends every subscriber's copy at the flush
             if batch is not None:
@@ -152,7 +173,32 @@ class Stream:
 
         return forward
 
+    def _keep_video(self, packet: ForwardPacket) -> None:
+        """Keep the video packets since the latest keyframe (the start a new sink gets)."""
+        if packet.keyframe_start:
+            self._gop = [packet]
+        elif self._gop is not None:
+            if len(self._gop) < MAX_GOP_PACKETS:
+                self._gop.append(packet)
+            else:
+                self._gop = None
+
+    def latest_keyframe(self, max_age: float | None = None) -> tuple[ForwardPacket, ...]:
+        """The video packets from the latest keyframe on, if it arrived at most `max_age`
+        seconds (default SEED_MAX_AGE) ago; else ()."""
+        gop = self._gop
+        limit = SEED_MAX_AGE if max_age is None else max_age
+        if not gop or time.monotonic() - gop[0].arrival > limit:
+            return ()
+        return tuple(gop)
+
     def add_sink(self, sink: TrackSink) -> None:
+        """Feed `sink` from now on; a video sink is first given the packets since the
+        latest keyframe, if recent (`TrackSink.seed`)."""
+        if sink.kind == "video":
+            recent = self.latest_keyframe()
+            if recent:
+                sink.seed(recent)
         self._sinks[sink.kind] = self._sinks[sink.kind] + (sink,)
 
     def remove_sink(self, sink: TrackSink) -> None:

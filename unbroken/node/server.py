@@ -10,7 +10,7 @@ import signal
 from aiohttp import web
 
 from unbroken.media.fastpath import PATH
-from unbroken.media.rtc_internals import check_hooks
+from unbroken.media.rtc_internals import cache_host_addresses, check_hooks
 
 from .app import create_app
 from .config import NodeConfig
@@ -32,8 +32,14 @@ async def drain(app: web.Application, timeout: float | None = None, redirect: st
         await asyncio.sleep(0.05)
 
 
+# seconds the node's interface list is reused for ICE gathering
+HOST_ADDRESSES_TTL = 1.0
+
+
 async def serve(config: NodeConfig) -> None:
     check_hooks()  # fail at start, naming the hook, if aiortc's privates moved
+    # a burst of new sessions enumerates the interfaces for ICE once, not once each
+    cache_host_addresses(HOST_ADDRESSES_TTL)
     log.info(f"forwarding path: {PATH.name} ({PATH.reason})")
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

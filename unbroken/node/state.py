@@ -25,6 +25,11 @@ from .watchdog import Watchdog
 
 log = logging.getLogger("unbroken.node")
 
+# at most one viewercount event per stream this often (s): the first change is told at once,
+# later ones within the interval as one event with the number at its end (a burst of N
+# joins costs O(N) events, not N²/2)
+VIEWERCOUNT_INTERVAL = 0.25
+
 
 class StreamBusy(Exception):
     """The stream already has a live publisher."""
@@ -78,6 +83,9 @@ class NodeState:
         self.watchdog = Watchdog(self)
         # set on an edge: pulls streams its viewers ask for from upstream
         self.puller: StreamPuller | None = None
+        # per stream name: when its viewer count was last told, and the pending telling
+        self._viewercount_told: dict[str, float] = {}
+        self._viewercount_pending: dict[str, asyncio.TimerHandle] = {}
 
     # lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -85,6 +93,9 @@ class NodeState:
 
     async def stop(self) -> None:
         self.watchdog.stop()
+        for pending in self._viewercount_pending.values():
+            pending.cancel()
+        self._viewercount_pending.clear()
         await asyncio.gather(*(self.end(s, Ending.NODE_SHUTDOWN, "node shutting down")
                                for s in list(self.sessions.values())),
                              return_exceptions=True)
@@ -210,6 +221,10 @@ class NodeState:
         """Drop `stream` once it has neither source nor subscribers."""
         if stream.idle and self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
+            self._viewercount_told.pop(stream.name, None)
+            pending = self._viewercount_pending.pop(stream.name, None)
+            if pending is not None:
+                pending.cancel()
 
     def request_drain(self, timeout_s: float) -> float:
         """Ask the node to drain and exit within `timeout_s` (a deadline already set is
@@ -282,6 +297,24 @@ class NodeState:
         return [self.sessions[i] for i in list(stream.subscriber_ids) if i in self.sessions]
 
     def _push_viewer_count(self, stream: Stream) -> None:
+        """Tell the stream's viewers their number: now, or at the end of the current
+        VIEWERCOUNT_INTERVAL (then with the number as it is at that moment)."""
+        name = stream.name
+        if name in self._viewercount_pending:
+            return  # the pending one will tell the number as it is then
+        loop = asyncio.get_running_loop()
+        wait = self._viewercount_told.get(name, -VIEWERCOUNT_INTERVAL) \
+            + VIEWERCOUNT_INTERVAL - loop.time()
+        if wait <= 0:
+            self._tell_viewer_count(stream)
+        else:
+            self._viewercount_pending[name] = loop.call_later(
+                wait, self._tell_viewer_count, stream)
+
+    def _tell_viewer_count(self, stream: Stream) -> None:
+        name = stream.name
+        self._viewercount_pending.pop(name, None)
+        self._viewercount_told[name] = asyncio.get_running_loop().time()
         count = len(stream.subscriber_ids)
         for session in self._subscribers(stream):
             session.events.push(SseEvent.VIEWERCOUNT, {"viewercount": count})
