@@ -1,9 +1,10 @@
 import asyncio
+import time
 
 from aiortc.rtp import (RTCP_PSFB_PLI, RTCP_RTPFB_NACK, HeaderExtensionsMap, RtcpPsfbPacket,
                         RtcpRtpfbPacket, RtpPacket)
 
-from unbroken.media.downtrack import MAX_HELD_PACKETS, DownTrack
+from unbroken.media.downtrack import FRESH_KEYFRAME_S, MAX_HELD_PACKETS, DownTrack
 from unbroken.media.packet import ForwardPacket, OutputProfile
 
 OUT_SSRC = 5000
@@ -27,9 +28,10 @@ class FakeWriter:
         return True
 
 
-def packet(seq, ts, keyframe=False, ssrc=1):
+def packet(seq, ts, keyframe=False, ssrc=1, arrival=0.0):
     return ForwardPacket(RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts,
-                                   ssrc=ssrc, payload=b"\x10\x00" + bytes(20)), keyframe, 0.0)
+                                   ssrc=ssrc, payload=b"\x10\x00" + bytes(20)), keyframe,
+                         arrival)
 
 
 def track(kind="video", writer=None, rtx=False):
@@ -76,10 +78,10 @@ def test_a_too_long_hold_gives_up_and_asks_again_when_connected():
     assert writer.sent == [] and requests  # waits for a fresh keyframe
 
 
-def test_a_track_seeded_with_the_latest_keyframe_plays_it_once_connected_and_asks_none():
+def test_a_track_seeded_with_a_fresh_keyframe_plays_it_once_connected_and_asks_none():
     writer = FakeWriter(ready=False)
     t, _, requests = track(writer=writer)
-    t.seed((packet(20, 60000, keyframe=True), packet(21, 63000)))
+    t.seed((packet(20, 60000, keyframe=True, arrival=time.monotonic()), packet(21, 63000)))
     t.start()
     assert requests == []  # the seeded keyframe serves this joiner
     t.write(packet(22, 66000), 0.0)  # still connecting: kept after the seed
@@ -89,6 +91,26 @@ def test_a_track_seeded_with_the_latest_keyframe_plays_it_once_connected_and_ask
     assert len(seqs) == 4 and all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
     assert [ts - writer.sent[0][1] for _, ts, _ in writer.sent] == [0, 3000, 6000, 9000]
     assert requests == []
+
+
+def test_an_older_seed_asks_for_a_fresh_keyframe_which_replaces_it_if_in_time():
+    writer = FakeWriter(ready=False)
+    t, _, requests = track(writer=writer)
+    old = time.monotonic() - FRESH_KEYFRAME_S - 0.05
+    t.seed((packet(20, 60000, keyframe=True, arrival=old), packet(21, 63000, arrival=old)))
+    t.start()
+    assert requests == [1]
+    t.write(packet(22, 66000, keyframe=True), 0.0)  # the fresh one, before the connection
+    writer.ready = True
+    t.connection_up()
+    assert len(writer.sent) == 1  # starts at the fresh keyframe, not the older seed
+    late = FakeWriter(ready=False)
+    t2, _, _ = track(writer=late)
+    t2.seed((packet(20, 60000, keyframe=True, arrival=old), packet(21, 63000, arrival=old)))
+    t2.start()
+    late.ready = True
+    t2.connection_up()  # up before the fresh one: plays the seed at once
+    assert len(late.sent) == 2
 
 
 def test_held_packets_go_out_when_the_connection_is_up_not_at_the_next_packet():

@@ -25,6 +25,10 @@ from .sink import SenderReports, TrackSink
 __all__ = ["DownTrack"]
 
 MAX_HELD_PACKETS = 300
+# a track seeded with a keyframe at most this old (s) asks for no new one; an older seed
+# is played if the connection is up before the fresh keyframe it asks for arrives (a
+# browser's playout keeps the age of the first frame it shows as extra latency)
+FRESH_KEYFRAME_S = 0.1
 
 
 class DownTrack(TrackSink):
@@ -66,9 +70,13 @@ class DownTrack(TrackSink):
     def start(self) -> None:
         """The subscription begins: ask for a keyframe now, while ICE and DTLS connect;
         its packets are held until the connection is up (first frame sooner). A track
-        seeded with the stream's latest (recent) keyframe asks for none: it plays from
-        that one, so a burst of joiners costs the publisher one keyframe, not one each."""
-        if self.kind == "video" and self._held is None:
+        seeded with the stream's latest keyframe plays from it if the connection is up
+        before a fresher one arrives, and asks for none if it is fresh
+        (FRESH_KEYFRAME_S): joiners never wait for a keyframe, and a burst of them asks
+        the publisher for at most one per KEYFRAME_REQUEST_INTERVAL (receiver.py)."""
+        if self.kind != "video":
+            return
+        if self._held is None or time.monotonic() - self._held[0].arrival > FRESH_KEYFRAME_S:
             self.request_keyframe()
 
     def seed(self, packets: tuple[ForwardPacket, ...]) -> None:

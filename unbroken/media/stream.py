@@ -24,10 +24,10 @@ __all__ = ["KINDS", "Source", "Stream", "StreamChange"]
 log = logging.getLogger("unbroken.media.stream")
 
 KINDS = ("audio", "video")
-# A new video sink starts from the stream's latest keyframe when that keyframe arrived at
-# most this long ago (s): it need not wait for a keyframe of its own, so a burst of joiners
-# (all of a node's viewers re-joining after a fault) is served by the keyframes the
-# publisher already sent, each joiner playing as soon as its connection is up.
+# A new video sink is given the stream's latest keyframe (and what followed) when that
+# keyframe arrived at most this long ago (s): it need not wait for a keyframe of its own
+# (DownTrack.seed), so a burst of joiners (all of a node's viewers re-joining after a
+# fault) plays as soon as each one's connection is up.
 SEED_MAX_AGE = 0.5
 # video packets kept from the latest keyframe on (beyond: none are kept until the next one)
 MAX_GOP_PACKETS = 300
