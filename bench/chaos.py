@@ -304,6 +304,7 @@ class Cluster:
     http: aiohttp.ClientSession | None = None
     origin_min: int = 2
     edge_min: int = 2
+    no_netns: bool = False
 
     @property
     def manager_urls(self) -> list[str]:
@@ -312,7 +313,7 @@ class Cluster:
     def make_namespaces(self) -> None:
         import netns_helpers as nh
 
-        self.netns_reason = nh.unavailable()
+        self.netns_reason = "--no-netns" if self.no_netns else nh.unavailable()
         if self.netns_reason:
             self.loss_reason = f"network namespaces unavailable: {self.netns_reason}"
             return
@@ -476,7 +477,7 @@ class Chaos:
         self.args = args
         self.rng = random.Random(args.seed)
         self.streams = [f"chaos{i}" for i in range(2 if args.quick else 3)]
-        self.cluster = Cluster(self.streams, args.quick)
+        self.cluster = Cluster(self.streams, args.quick, no_netns=args.no_netns)
         self.events: list[dict] = []
         self.agents: dict[str, Agent] = {}
         self.epoch = time.monotonic()
@@ -1197,6 +1198,8 @@ def main() -> None:
                         "KIND[@TARGET],... (node faults: @origin, @edge, @origin:STREAM = where the "
                         "stream's publisher is, @edge:STREAM; publisher_stall@STREAM; manager_kill@A|B|leader; "
                         "path_loss@pub|view)")
+    parser.add_argument("--no-netns", action="store_true",
+                        help="no network namespaces (as without root): path_loss is skipped")
     parser.add_argument("--scale-outs", type=int, help="scale-out rounds before the faults (default 3; --quick 1)")
     args = parser.parse_args()
     if args.kinds:
