@@ -219,7 +219,11 @@ class Clients:
                      "unreadable": checked.unreadable, **checked.odd_since(t0)}
             if len(window) >= 2:
                 slots = unwrap_counters([c for _, c in window])
-                gaps = [(window[i][0], window[i + 1][0], slots[i + 1] - slots[i] - 1)
+                missing = set(log.missing(start, end))  # the same unwrapped numbering
+                # the frames missing between two arrivals: not delivered by any session
+                # (during a make-before-break move the two sessions' frames interleave)
+                gaps = [(window[i][0], window[i + 1][0],
+                         sum(1 for v in range(slots[i] + 1, slots[i + 1]) if v in missing))
                         for i in range(len(window) - 1) if window[i + 1][0] > t0]
                 if gaps:
                     entry["longest_pause"] = round(max(b - a for a, b, _ in gaps), 3)
@@ -232,7 +236,7 @@ class Clients:
                 first_t, first_c = window[0]
                 expected = (first_t - self.args.epoch) * FPS
                 shift = round((expected - first_c) / MODULUS) * MODULUS
-                entry["missing"] = ranges(v + shift for v in log.missing(start, end))
+                entry["missing"] = ranges(v + shift for v in missing)
             out[who] = entry
         return out
 
