@@ -13,11 +13,14 @@ OUT_SSRC = 5000
 class FakeWriter:
     """Stands in for PacketWriter: records (seq, ts, ssrc) of what would be sent."""
 
+    native = False
+
     def __init__(self, ready: bool = True) -> None:
         self.ready = ready
         self.sent: list[tuple[int, int, int]] = []
         self.plain: list[bytes] = []
         self.dropped = 0
+        self.unsent = 0
 
     def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
         self.sent.append((seq, ts, ssrc))
@@ -155,13 +158,24 @@ def test_a_new_source_continues_the_numbering():
 
 def test_nack_is_answered_from_history_by_rtx_and_pli_asks_upstream():
     t, writer, requests = track(rtx=True)
-    t.write(packet(100, 9000, keyframe=True), 0.0)
+    for seq in (100, 101):  # as the stream does: its shared history, then the track
+        p = packet(seq, 9000, keyframe=seq == 100)
+        t.history.add(seq, p.timestamp, p)
+        t.write(p, 0.0)
     sent_seq = writer.sent[0][0]
     nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=OUT_SSRC)
     nack.lost = [sent_seq, (sent_seq + 50) & 0xFFFF]  # the second was never sent
 
     asyncio.run(t.handle_rtcp(nack))
     assert t.nacks == 2 and t.retransmits == 1 and len(writer.plain) == 1
+    rtx = RtpPacket.parse(writer.plain[0])
+    assert rtx.payload[:2] == sent_seq.to_bytes(2, "big") and rtx.ssrc == 6000
+    # a packet of another source under the same number is not this track's to resend
+    other = packet(101, 9000, ssrc=2)
+    t.history.add(101, 9000, other)
+    nack.lost = [(sent_seq + 1) & 0xFFFF]
+    asyncio.run(t.handle_rtcp(nack))
+    assert t.retransmits == 1
     before = len(requests)
     asyncio.run(t.handle_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=OUT_SSRC)))
     assert len(requests) == before + 1 and t.keyframe_requests == 1
@@ -175,7 +189,7 @@ def test_sender_report_follows_the_publishers_clock():
     assert rtp == t.munger.last_out_ts
 
 
-def test_sender_reports_are_fed_only_with_an_aiortc_sender():
+def test_sender_reports_are_sent_only_with_an_aiortc_sender():
     t, _, _ = track()
     t.write(packet(100, 90_000, keyframe=True), 0.0)
-    t.update_sender_report({1: (5 << 32, 0)})  # no sender: nothing to feed, no error
+    t.send_sender_report({1: (5 << 32, 0)})  # no sender: nothing to send, no error

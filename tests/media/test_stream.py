@@ -23,7 +23,7 @@ class RecordingSink(TrackSink):
     def source_changed(self):
         self.changes += 1
 
-    def update_sender_report(self, source_reports):
+    def send_sender_report(self, source_reports):
         self.reports.append(dict(source_reports))
 
 
@@ -100,7 +100,7 @@ def test_sender_reports_reach_the_sinks():
     sink = RecordingSink()
     stream.add_sink(sink)
     receiver.sender_reports[1] = (10, 20)
-    stream.update_sender_reports()
+    stream.send_sender_reports()
     assert sink.reports == [{1: (10, 20)}]
 
 

@@ -13,6 +13,13 @@
  *     srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr);
  * and rtc_internals.check_hooks() checks pylibsrtp's declaration of it.
  *
+ * Slot + Sender.spread: the whole steady-state fan-out of one packet in one call. A Slot
+ * is one subscriber track's sending state while it is "armed" (connected, anchored on
+ * the current source): its SRTP context, its own duplicate of the socket's descriptor
+ * (a closed and reused descriptor can never receive its packets) and the sequence /
+ * timestamp rewrite of media/munger.py, done here exactly as RtpMunger.rewrite does it.
+ * Anything else (another source's packet, an unarmed slot) goes back to Python.
+ *
  * The GIL is held while Python objects are read, released while packets are
  * protected and sent (the contexts are only ever used from the event loop's thread,
  * which is the caller, blocked here).
@@ -21,6 +28,9 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <structmember.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -39,6 +49,29 @@
 typedef int (*protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
 
 static protect_fn srtp_protect_ptr = NULL;
+
+/* Fill addr/addr_len from a numeric host and port; -1 with a ValueError set if not. */
+static int resolve(const char *host, int port, struct sockaddr_storage *addr,
+                   socklen_t *addr_len) {
+    char service[8];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints = {0}, *found = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    int rc = getaddrinfo(host, service, &hints, &found);
+    if (rc != 0 || found == NULL || found->ai_addrlen > sizeof *addr) {
+        PyErr_Format(PyExc_ValueError, "not a numeric address: %s (%s)", host,
+                     rc ? gai_strerror(rc) : "too long");
+        if (found)
+            freeaddrinfo(found);
+        return -1;
+    }
+    memcpy(addr, found->ai_addr, found->ai_addrlen);
+    *addr_len = found->ai_addrlen;
+    freeaddrinfo(found);
+    return 0;
+}
 
 /* ---- Target: where one subscriber's packets go ------------------------------------ */
 
@@ -69,23 +102,8 @@ static int Target_init(TargetObject *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "Target: null srtp_t, bad fd or bad port");
         return -1;
     }
-    char service[8];
-    snprintf(service, sizeof service, "%d", port);
-    struct addrinfo hints = {0}, *found = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_DGRAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    int rc = getaddrinfo(host, service, &hints, &found);
-    if (rc != 0 || found == NULL || found->ai_addrlen > sizeof self->addr) {
-        PyErr_Format(PyExc_ValueError, "Target: not a numeric address: %s (%s)", host,
-                     rc ? gai_strerror(rc) : "too long");
-        if (found)
-            freeaddrinfo(found);
+    if (resolve(host, port, &self->addr, &self->addr_len) < 0)
         return -1;
-    }
-    memcpy(&self->addr, found->ai_addr, found->ai_addrlen);
-    self->addr_len = found->ai_addrlen;
-    freeaddrinfo(found);
     self->srtp = (void *)(uintptr_t)srtp;
     self->fd = fd;
     Py_INCREF(owner);
@@ -113,6 +131,117 @@ static PyTypeObject TargetType = {
     .tp_init = (initproc)Target_init,
     .tp_dealloc = (destructor)Target_dealloc,
     .tp_getset = Target_getset,
+};
+
+/* ---- Slot: one armed subscriber track (munger state + where its packets go) -------- */
+
+#define MAX_REORDER 1000
+
+typedef struct {
+    PyObject_HEAD
+    void *srtp;                     /* srtp_t, owned by `owner` */
+    int fd;                         /* our own dup() of the socket's descriptor */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    PyObject *owner;
+    /* the rewrite (RtpMunger's fields while armed) */
+    int armed;
+    unsigned int source_ssrc;
+    unsigned int out_ssrc;
+    unsigned int seq_offset;
+    unsigned int ts_offset;
+    unsigned int highest_in_seq;
+    unsigned int start_in_seq;
+    unsigned int last_out_seq;
+    unsigned int last_out_ts;
+    double last_out_time;
+    unsigned int last_in_ts;
+    /* counters, since the slot was made */
+    unsigned long long packets;
+    unsigned long long octets;
+    unsigned long long dropped;
+} SlotObject;
+
+static void Slot_dealloc(SlotObject *self) {
+    if (self->fd >= 0)
+        close(self->fd);
+    Py_XDECREF(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Slot_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    SlotObject *self = (SlotObject *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->fd = -1;
+    return (PyObject *)self;
+}
+
+static int Slot_init(SlotObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"srtp", "fd", "host", "port", "owner", "ssrc", NULL};
+    unsigned long long srtp;
+    int fd, port;
+    unsigned int ssrc;
+    const char *host;
+    PyObject *owner;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KisiOI", kwlist, &srtp, &fd, &host, &port,
+                                     &owner, &ssrc))
+        return -1;
+    if (srtp == 0 || fd < 0 || port <= 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "Slot: null srtp_t, bad fd or bad port");
+        return -1;
+    }
+    if (resolve(host, port, &self->addr, &self->addr_len) < 0)
+        return -1;
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (self->fd >= 0)
+        close(self->fd);
+    self->fd = own;
+    self->srtp = (void *)(uintptr_t)srtp;
+    self->out_ssrc = ssrc;
+    self->armed = 0;
+    Py_INCREF(owner);
+    Py_XSETREF(self->owner, owner);
+    return 0;
+}
+
+#define SLOT_MEMBER(name, type, doc) \
+    {#name, type, offsetof(SlotObject, name), 0, doc}
+
+static PyMemberDef Slot_members[] = {
+    SLOT_MEMBER(armed, T_INT, "1 while Sender.spread forwards for this track"),
+    SLOT_MEMBER(source_ssrc, T_UINT, "the anchored source's SSRC"),
+    SLOT_MEMBER(out_ssrc, T_UINT, "the SSRC this track sends with"),
+    SLOT_MEMBER(seq_offset, T_UINT, "RtpMunger.seq_offset"),
+    SLOT_MEMBER(ts_offset, T_UINT, "RtpMunger.ts_offset"),
+    SLOT_MEMBER(highest_in_seq, T_UINT, "RtpMunger.highest_in_seq"),
+    SLOT_MEMBER(start_in_seq, T_UINT, "RtpMunger.start_in_seq"),
+    SLOT_MEMBER(last_out_seq, T_UINT, "RtpMunger.last_out_seq"),
+    SLOT_MEMBER(last_out_ts, T_UINT, "RtpMunger.last_out_ts"),
+    SLOT_MEMBER(last_out_time, T_DOUBLE, "RtpMunger.last_out_time"),
+    SLOT_MEMBER(last_in_ts, T_UINT, "the source timestamp of the last packet sent"),
+    {"packets", T_ULONGLONG, offsetof(SlotObject, packets), READONLY, "packets sent"},
+    {"octets", T_ULONGLONG, offsetof(SlotObject, octets), READONLY, "payload octets sent"},
+    {"dropped", T_ULONGLONG, offsetof(SlotObject, dropped), READONLY,
+     "packets not protected or not sent"},
+    {NULL},
+};
+
+static PyTypeObject SlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "unbroken.media._fastpath.Slot",
+    .tp_doc = "Slot(srtp, fd, host, port, owner, ssrc): one subscriber track's SRTP "
+              "context, UDP destination (on a duplicate of fd) and, while armed, its "
+              "sequence/timestamp rewrite; owner keeps the srtp_t alive.",
+    .tp_basicsize = sizeof(SlotObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Slot_new,
+    .tp_init = (initproc)Slot_init,
+    .tp_dealloc = (destructor)Slot_dealloc,
+    .tp_members = Slot_members,
 };
 
 /* ---- Sender: reusable buffers for one batch at a time ----------------------------- */
@@ -306,9 +435,130 @@ done:
     return result;
 }
 
+static inline int seq_delta(unsigned int a, unsigned int b) {
+    int d = (int)((a - b) & 0xFFFF);
+    return d >= 0x8000 ? d - 0x10000 : d;
+}
+
+PyDoc_STRVAR(Sender_spread_doc,
+"spread(template, slots, ssrc, seq, ts, payload_size, now) -> list[int]\n\n"
+"Forward one packet of source `ssrc` (sequence number `seq`, timestamp `ts`, its\n"
+"payload `payload_size` bytes, arrived at `now`) to every armed slot of `slots` (a\n"
+"tuple) anchored on that source: rewrite its sequence number and timestamp as\n"
+"RtpMunger.rewrite does (dropping what it drops), patch the copy of `template` (the\n"
+"packet serialized for the slots' output profile), protect it with the slot's context\n"
+"and send it, one sendmmsg per run of slots on one socket. Counts packets, octets and\n"
+"drops per slot. Returns the indices of the slots Python must handle: not armed, or\n"
+"anchored on another source.");
+
+static PyObject *Sender_spread(SenderObject *self, PyObject *args) {
+    Py_buffer template;
+    PyObject *slots;
+    unsigned int ssrc, seq, ts;
+    Py_ssize_t payload_size;
+    double now;
+    if (!PyArg_ParseTuple(args, "y*O!IIInd:spread", &template, &PyTuple_Type, &slots, &ssrc,
+                          &seq, &ts, &payload_size, &now))
+        return NULL;
+    PyObject *result = NULL;
+    SlotObject *queued[CHUNK];
+    if (srtp_protect_ptr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastpath: set_protect() was not called");
+        goto done;
+    }
+    if (template.len < RTP_HEADER || template.len > MAX_PLAINTEXT) {
+        PyErr_Format(PyExc_ValueError, "template of %zd bytes (RTP: 12 to %d)",
+                     template.len, MAX_PLAINTEXT);
+        goto done;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Sender.spread is not reentrant");
+        goto done;
+    }
+    Py_ssize_t total = PyTuple_GET_SIZE(slots);
+    for (Py_ssize_t i = 0; i < total; i++) {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(slots, i), &SlotType)) {
+            PyErr_SetString(PyExc_TypeError, "spread: slots must be Slot objects");
+            goto done;
+        }
+    }
+    result = PyList_New(0);
+    if (result == NULL)
+        goto done;
+    seq &= 0xFFFF;
+    self->busy = 1;
+    Py_ssize_t index = 0;
+    while (index < total) {
+        int count = 0;
+        for (; index < total && count < CHUNK; index++) {
+            SlotObject *slot = (SlotObject *)PyTuple_GET_ITEM(slots, index);
+            if (!slot->armed || slot->source_ssrc != ssrc) {
+                PyObject *number = PyLong_FromSsize_t(index);
+                if (number == NULL || PyList_Append(result, number) < 0) {
+                    Py_XDECREF(number);
+                    self->busy = 0;
+                    Py_CLEAR(result);
+                    goto done;
+                }
+                Py_DECREF(number);
+                continue;
+            }
+            int delta = seq_delta(seq, slot->highest_in_seq);
+            if (delta > 0)
+                slot->highest_in_seq = seq;
+            else if (delta < -MAX_REORDER || seq_delta(seq, slot->start_in_seq) < 0)
+                continue;  /* too old, or from before the anchor: RtpMunger drops it */
+            unsigned int out_seq = (seq + slot->seq_offset) & 0xFFFF;
+            unsigned int out_ts = (unsigned int)(((uint64_t)ts + slot->ts_offset) & 0xFFFFFFFFu);
+            if (delta > 0) {
+                slot->last_out_seq = out_seq;
+                slot->last_out_ts = out_ts;
+                slot->last_out_time = now;
+            }
+            unsigned char *buffer = self->buffers[count];
+            memcpy(buffer, template.buf, (size_t)template.len);
+            put_be16(buffer + 2, out_seq);
+            put_be32(buffer + 4, out_ts);
+            put_be32(buffer + 8, slot->out_ssrc);
+            self->contexts[count] = slot->srtp;
+            self->fds[count] = slot->fd;
+            self->iovecs[count].iov_base = buffer;
+            struct msghdr *m = &self->messages[count].msg_hdr;
+            memset(m, 0, sizeof *m);
+            memcpy(&self->addrs[count], &slot->addr, slot->addr_len);
+            m->msg_name = &self->addrs[count];
+            m->msg_namelen = slot->addr_len;
+            m->msg_iov = &self->iovecs[count];
+            m->msg_iovlen = 1;
+            queued[count] = slot;
+            count++;
+        }
+        if (count == 0)
+            continue;
+        Py_BEGIN_ALLOW_THREADS
+        protect_and_send(self, count, template.len);
+        Py_END_ALLOW_THREADS
+        for (int i = 0; i < count; i++) {
+            SlotObject *slot = queued[i];
+            if (self->status[i] >= 0) {
+                slot->packets++;
+                slot->octets += (unsigned long long)payload_size;
+                slot->last_in_ts = ts;
+            } else {
+                slot->dropped++;
+            }
+        }
+    }
+    self->busy = 0;
+done:
+    PyBuffer_Release(&template);
+    return result;
+}
+
 static PyMethodDef Sender_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Sender_send, METH_VARARGS | METH_KEYWORDS,
      Sender_send_doc},
+    {"spread", (PyCFunction)Sender_spread, METH_VARARGS, Sender_spread_doc},
     {NULL},
 };
 
@@ -354,12 +604,14 @@ static struct PyModuleDef fastpath_module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&TargetType) < 0 || PyType_Ready(&SenderType) < 0)
+    if (PyType_Ready(&TargetType) < 0 || PyType_Ready(&SlotType) < 0
+            || PyType_Ready(&SenderType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "Target", (PyObject *)&TargetType) < 0
+            || PyModule_AddObjectRef(module, "Slot", (PyObject *)&SlotType) < 0
             || PyModule_AddObjectRef(module, "Sender", (PyObject *)&SenderType) < 0
             || PyModule_AddIntConstant(module, "MAX_PLAINTEXT", MAX_PLAINTEXT) < 0
             || PyModule_AddIntConstant(module, "PROTECT_FAILED", STATUS_PROTECT_FAILED) < 0) {

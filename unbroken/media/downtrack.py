@@ -17,9 +17,9 @@ from aiortc.rtp import (
 )
 
 from .history import PacketHistory
-from .munger import RtpMunger
+from .munger import RtpMunger, seq_delta
 from .packet import ForwardPacket, OutputProfile
-from .rtc_internals import PacketWriter, set_sender_report_source
+from .rtc_internals import PacketWriter, sender_cname, sender_report
 from .sink import SenderReports, TrackSink
 
 __all__ = ["DownTrack"]
@@ -33,14 +33,20 @@ FRESH_KEYFRAME_S = 0.1
 
 class DownTrack(TrackSink):
     """One subscriber's track of one kind: owns its sequence/timestamp rewriting (munger),
-    its send history for NACK → RTX, its hold of packets until the connection is up, its
-    RTCP from the subscriber (NACK, PLI/FIR, receiver reports) and the values of its
-    sender reports."""
+    its hold of packets until the connection is up, its RTCP from the subscriber (NACK →
+    RTX from the stream's shared history, PLI/FIR, receiver reports) and the values of
+    its sender reports.
+
+    On the native path, once connected and anchored on a source, the track arms its
+    `slot` (a _fastpath.Slot): the stream then forwards its packets in C (Sender.spread),
+    which does the munger's rewrite on the slot's copy of its state, until a packet of
+    another source hands the track back here (`write` disarms it first). Whatever reads
+    the munger or the counters syncs from the slot (`_sync`)."""
 
     def __init__(self, kind: str, mime: str, profile: OutputProfile, ssrc: int,
                  clock_rate: int, writer: PacketWriter, request_keyframe: Callable[[], None],
                  rtx_payload_type: int | None = None, rtx_ssrc: int | None = None,
-                 sender=None) -> None:
+                 sender=None, history: PacketHistory | None = None) -> None:
         self.kind = kind
         self.mime = mime
         self.sender = sender  # the aiortc sender whose sender reports we feed (or None)
@@ -52,15 +58,19 @@ class DownTrack(TrackSink):
         self.writer = writer
         self.request_keyframe = request_keyframe
         self.munger = RtpMunger(clock_rate)
-        self.history = PacketHistory()
+        # the stream's packets of this kind by source sequence number (Stream.history)
+        self.history = history if history is not None else PacketHistory()
+        self.slot = None  # the native path's Slot, once armed the first time
+        self._closed = False
+        self._slot_dropped = 0  # a closed slot's drops
         self._rtx_seq = 1
         # called once, when the first packet went out (the peer's "media flows" signal)
         self.on_first_packet: Callable[[], None] | None = None
         self._connected = False
         self._held: list[ForwardPacket] | None = None
         self.last_in_ts = 0
-        self.packets = 0
-        self.octets = 0
+        self._packets = 0  # written here (the slot counts its own)
+        self._octets = 0
         self.nacks = 0
         self.retransmits = 0
         self.keyframe_requests = 0
@@ -87,6 +97,9 @@ class DownTrack(TrackSink):
             self._held = list(packets[:MAX_HELD_PACKETS])
 
     def write(self, fp: ForwardPacket, now: float) -> None:
+        slot = self.slot
+        if slot is not None and slot.armed:  # handed back by Sender.spread: another source
+            self._disarm()
         if not self._connected:
             if not self.writer.ready:
                 self._hold(fp)
@@ -134,21 +147,84 @@ class DownTrack(TrackSink):
             return
         seq, ts = mapped
         if self.writer.write(fp.template(self.profile), seq, ts, self.ssrc):
-            self.history.add(seq, ts, fp)
             self.last_in_ts = fp.timestamp
             if not self.packets and self.on_first_packet is not None:
                 self.on_first_packet()
-            self.packets += 1
-            self.octets += len(fp.payload)
+            self._packets += 1
+            self._octets += len(fp.payload)
+            if self.writer.native and not self._closed:
+                self._arm()
+
+    def _arm(self) -> None:
+        """Hand the steady state to the native path: the slot takes the munger's state."""
+        slot = self.slot
+        if slot is None:
+            slot = self.slot = self.writer.make_slot(self.ssrc)
+            if slot is None:
+                return
+        m = self.munger
+        slot.source_ssrc = m.source_ssrc
+        slot.seq_offset = m.seq_offset
+        slot.ts_offset = m.ts_offset
+        slot.highest_in_seq = m.highest_in_seq
+        slot.start_in_seq = m.start_in_seq
+        slot.last_out_seq = m.last_out_seq
+        slot.last_out_ts = m.last_out_ts
+        slot.last_out_time = m.last_out_time
+        slot.last_in_ts = self.last_in_ts
+        slot.armed = 1
+
+    def _sync(self) -> None:
+        """Bring the munger up to date with what the armed slot sent."""
+        slot = self.slot
+        if slot is not None and slot.armed:
+            m = self.munger
+            m.highest_in_seq = slot.highest_in_seq
+            m.last_out_seq = slot.last_out_seq
+            m.last_out_ts = slot.last_out_ts
+            m.last_out_time = slot.last_out_time
+            self.last_in_ts = slot.last_in_ts
+
+    def _disarm(self) -> None:
+        if self.slot is not None and self.slot.armed:
+            self._sync()
+            self.slot.armed = 0
+
+    def close(self) -> None:
+        """The track is no longer fed: its slot (and the slot's socket descriptor) goes,
+        its counts stay."""
+        self._closed = True
+        slot = self.slot
+        if slot is not None:
+            self._disarm()
+            self._packets += slot.packets
+            self._octets += slot.octets
+            self._slot_dropped += slot.dropped
+            self.slot = None
+
+    @property
+    def packets(self) -> int:
+        """Packets handed to the writer or sent by the slot."""
+        return self._packets + (self.slot.packets if self.slot is not None else 0)
+
+    @property
+    def octets(self) -> int:
+        return self._octets + (self.slot.octets if self.slot is not None else 0)
 
     @property
     def sent(self) -> int:
         """Packets sent: those the writer accepted, less those it then could not send
-        (a batched writer learns that at the batch's flush)."""
+        (a batched writer learns that at the batch's flush), and the slot's."""
         return self.packets - self.writer.unsent
+
+    @property
+    def dropped(self) -> int:
+        slot = self.slot
+        return self.writer.dropped + self._slot_dropped + (slot.dropped if slot is not None else 0)
 
     def source_changed(self) -> None:
         """The publisher behind this track went away: continue at its successor's start."""
+        self._disarm()
         self.munger.unanchor()
 
     async def handle_rtcp(self, packet) -> None:
@@ -166,10 +242,20 @@ class DownTrack(TrackSink):
                     self.remote_jitter = report.jitter
 
     def _retransmit(self, seq: int) -> None:
-        held = self.history.get(seq)
-        if held is None:
+        """Send again the packet this track sent as `seq`, if the stream still holds it
+        and it came from the source the track is anchored on now."""
+        self._sync()
+        m = self.munger
+        if m.source_ssrc is None:
             return
-        fp, ts = held
+        in_seq = (seq - m.seq_offset) & 0xFFFF
+        if seq_delta(in_seq, m.start_in_seq) < 0 or seq_delta(in_seq, m.highest_in_seq) > 0:
+            return
+        held = self.history.get(in_seq)
+        if held is None or held[0].ssrc != m.source_ssrc:
+            return
+        fp = held[0]
+        ts = (fp.timestamp + m.ts_offset) & 0xFFFFFFFF
         if self.rtx_payload_type is not None:
             data = fp.build_rtx(self.profile, self.rtx_payload_type, self._rtx_seq, seq, ts,
                                 self.rtx_ssrc)
@@ -180,11 +266,17 @@ class DownTrack(TrackSink):
         if sent:
             self.retransmits += 1
 
-    def update_sender_report(self, source_reports: SenderReports) -> None:
-        if self.sender is None or self.munger.source_ssrc is None:
+    def send_sender_report(self, source_reports: SenderReports) -> None:
+        """Send the subscriber this track's RTCP sender report (with its CNAME), once it
+        has sent media and while it is anchored on a source. The node calls this for
+        every track from one timer; aiortc's own timer per sender is off
+        (rtc_internals.quiet_sender_rtcp)."""
+        if self.sender is None or self.munger.source_ssrc is None or not self.sent:
             return
+        self._sync()
         ntp, rtp = self.sender_report_values(source_reports.get(self.munger.source_ssrc))
-        set_sender_report_source(self.sender, ntp, rtp, self.sent, self.octets)
+        self.writer.write_rtcp(sender_report(self.ssrc, ntp, rtp, self.sent, self.octets,
+                                             sender_cname(self.sender)))
 
     def sender_report_values(self, source_report: tuple[int, int] | None) -> tuple[int, int]:
         """(NTP time, outgoing RTP timestamp) of the last packet sent, for sender reports.
@@ -192,6 +284,7 @@ class DownTrack(TrackSink):
         With the publisher's own sender report the NTP time is the publisher's capture
         clock, which keeps audio and video of one publisher in sync at the viewer.
         """
+        self._sync()
         out_ts = self.munger.last_out_ts
         if source_report is not None:
             sr_ntp, sr_rtp = source_report
@@ -210,6 +303,6 @@ class DownTrack(TrackSink):
             "nacks": self.nacks,
             "retransmits": self.retransmits,
             "keyframe_requests": self.keyframe_requests,
-            "dropped": self.writer.dropped,
+            "dropped": self.dropped,
             "remote_packets_lost": self.remote_loss,
         }

@@ -23,7 +23,8 @@ from typing import Any
 from . import rtc_internals
 from .rtc_internals import NativePacketWriter, PacketWriter
 
-__all__ = ["BATCH", "ForwardingPath", "PATH", "SendBatch", "load_native", "make_writer"]
+__all__ = ["BATCH", "FanOut", "ForwardingPath", "PATH", "SendBatch", "load_native",
+           "make_writer"]
 
 log = logging.getLogger("unbroken.media.fastpath")
 
@@ -89,6 +90,17 @@ class SendBatch:
         destination (host, port)."""
         return self._native.Target(srtp, fd, host, port, owner)
 
+    def slot(self, srtp: int, fd: int, host: str, port: int, owner: object, ssrc: int) -> Any:
+        """A native Slot (see FanOut): the srtp_t at `srtp` (kept alive by `owner`), a
+        duplicate of socket `fd`, destination (host, port), outgoing SSRC `ssrc`."""
+        return self._native.Slot(srtp, fd, host, port, owner, ssrc)
+
+    def spread(self, template: bytes, slots: tuple, packet, now: float) -> list[int]:
+        """Send `packet` (a ForwardPacket serialized as `template`) through every armed
+        slot anchored on its source; the indices of the slots Python must handle."""
+        return self._sender.spread(template, slots, packet.ssrc, packet.sequence_number,
+                                   packet.timestamp, len(packet.payload), now)
+
     def begin(self) -> None:
         self.collecting = True
 
@@ -126,6 +138,31 @@ class SendBatch:
             return False
         writer.packets += 1
         return True
+
+
+class FanOut:
+    """One stream kind's sinks as the native path forwards a packet to them: per output
+    profile the sinks that have a Slot (one Sender.spread for all of them, which hands
+    back those not armed for the packet's source), and the sinks without one (each
+    through its `write`). Built from a snapshot of the sinks; rebuilt when a sink gains
+    a slot or the sinks change."""
+
+    __slots__ = ("groups", "others")
+
+    def __init__(self, sinks) -> None:
+        by_profile: dict[Any, tuple[list, list]] = {}
+        others = []
+        for sink in sinks:
+            slot = getattr(sink, "slot", None)
+            if slot is None:
+                others.append(sink)
+            else:
+                slots, owners = by_profile.setdefault(sink.profile, ([], []))
+                slots.append(slot)
+                owners.append(sink)
+        self.groups = tuple((profile, tuple(slots), tuple(owners))
+                            for profile, (slots, owners) in by_profile.items())
+        self.others = tuple(others)
 
 
 _native, PATH = _load()

@@ -234,9 +234,10 @@ class SubscriberPeer(Peer):
             request_keyframe=lambda: self.stream.request_keyframe(kind),
             rtx_payload_type=rtx.payloadType if rtx else None,
             rtx_ssrc=rtc_internals.sender_rtx_ssrc(sender) if rtx else None,
-            sender=sender)
+            sender=sender, history=self.stream.history(kind))
         track.on_first_packet = self.media_flowing.set
         rtc_internals.take_over_sender_rtcp(sender, track.handle_rtcp)
+        rtc_internals.quiet_sender_rtcp(sender)
         return track
 
     def _on_connection_state(self) -> None:
@@ -248,3 +249,4 @@ class SubscriberPeer(Peer):
     def _detach(self) -> None:
         for track in self.downtracks.values():
             self.stream.remove_sink(track)
+            track.close()

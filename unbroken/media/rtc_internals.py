@@ -51,7 +51,8 @@ from aiortc import (RTCCertificate, RTCConfiguration, RTCDtlsTransport, RTCIceTr
 from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import (RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo,
+                        RtcpSrPacket, RtpPacket)
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
@@ -61,7 +62,8 @@ __all__ = [
     "SilentTrack", "cache_host_addresses", "check_hooks", "new_peer_connection",
     "shared_certificate", "srtp_context_address", "srtp_protect_address",
     "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
-    "send_pli", "sender_rtx_ssrc", "sender_ssrc", "set_sender_report_source",
+    "quiet_sender_rtcp", "send_pli", "sender_cname", "sender_report", "sender_rtx_ssrc",
+    "sender_ssrc",
     "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
     "tap_received_rtp", "tee_decoder_queue",
 ]
@@ -92,10 +94,11 @@ HOOKS: tuple[tuple[type, str, str], ...] = (
     (RTCRtpSender, "_ssrc", "sender_ssrc: a subscriber track's SSRC"),
     (RTCRtpSender, "_rtx_ssrc", "sender_rtx_ssrc: a subscriber track's RTX SSRC"),
     (RTCRtpSender, "_handle_rtcp_packet", "take_over_sender_rtcp: subscribers' NACK/PLI"),
-    (RTCRtpSender, "__ntp_timestamp", "set_sender_report_source"),
-    (RTCRtpSender, "__rtp_timestamp", "set_sender_report_source"),
-    (RTCRtpSender, "__packet_count", "set_sender_report_source"),
-    (RTCRtpSender, "__octet_count", "set_sender_report_source"),
+    (RTCRtpSender, "_run_rtcp", "quiet_sender_rtcp: no RTCP timer per sender"),
+    (RTCRtpSender, "_send_rtcp", "quiet_sender_rtcp: the BYE at stop"),
+    (RTCRtpSender, "__rtcp_started", "quiet_sender_rtcp: what stop() waits for"),
+    (RTCRtpSender, "__rtcp_exited", "quiet_sender_rtcp: what stop() waits for"),
+    (RTCRtpSender, "__cname", "sender_cname: the CNAME of sender reports"),
     (RTCRtpTransceiver, "_codecs", "negotiated_codecs, restrict_answer_codecs"),
     (RTCRtpTransceiver, "_headerExtensions", "negotiated_header_extensions"),
     (RTCDtlsTransport, "_tx_srtp", "PacketWriter: the outgoing SRTP session"),
@@ -325,14 +328,40 @@ def take_over_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpHandler) -> None:
     sender._handle_rtcp_packet = on_rtcp
 
 
-def set_sender_report_source(
-    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int
-) -> None:
-    """Feed the values aiortc's sender writes into its periodic sender reports."""
-    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp
-    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
-    sender._RTCRtpSender__packet_count = packets
-    sender._RTCRtpSender__octet_count = octets
+def quiet_sender_rtcp(sender: RTCRtpSender) -> None:
+    """Keep aiortc's sender from sending sender reports on a timer of its own (one task
+    waking every 0.5–1.5 s per track): the node sends every track's at once, from one
+    timer (DownTrack.send_sender_report). The sender's RTCP task only waits for stop()
+    and then sends its BYE, as aiortc's does."""
+
+    async def run_rtcp() -> None:
+        sender._RTCRtpSender__rtcp_started.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # until stop() cancels it
+        except asyncio.CancelledError:
+            pass
+        try:
+            await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+        finally:
+            sender._RTCRtpSender__rtcp_exited.set()
+
+    sender._run_rtcp = run_rtcp
+
+
+def sender_report(ssrc: int, ntp_timestamp: int, rtp_timestamp: int, packets: int,
+                  octets: int, cname: str | None) -> bytes:
+    """A compound RTCP packet: a sender report (RFC 3550 6.4.1) and the CNAME."""
+    parts: list[Any] = [RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
+        ntp_timestamp=ntp_timestamp, rtp_timestamp=rtp_timestamp,
+        packet_count=packets & 0xFFFFFFFF, octet_count=octets & 0xFFFFFFFF))]
+    if cname is not None:
+        parts.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(
+            ssrc=ssrc, items=[(1, cname.encode("utf8"))])]))
+    return b"".join(bytes(part) for part in parts)
+
+
+def sender_cname(sender: RTCRtpSender) -> str | None:
+    return sender._RTCRtpSender__cname
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:
@@ -380,6 +409,7 @@ class PacketWriter:
 
     BUFFER_SIZE = 2048
     MAX_PLAINTEXT = BUFFER_SIZE - SRTP_MAX_TRAILER_LEN
+    native = False  # whether make_slot can give a native Slot
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._setup(dtls, dtls.transport._connection)
@@ -428,6 +458,10 @@ class PacketWriter:
     def ready(self) -> bool:
         return self._sock is not None or self._bind()
 
+    def make_slot(self, ssrc: int):
+        """A native Slot sending with this writer's session and socket (None here)."""
+        return None
+
     def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
         """Send `template` (a serialized RTP packet) with this sequence number, timestamp
         and SSRC patched in."""
@@ -444,6 +478,16 @@ class PacketWriter:
             return False
         self._buffer[0:size] = plaintext
         return self._protect_and_send(size)
+
+    def write_rtcp(self, payload: bytes) -> bool:
+        """SRTCP-protect a (compound) RTCP packet with this writer's session and send it."""
+        if (self._sock is None and not self._bind()) or self._transport.is_closing():
+            return False
+        try:
+            self._sock.sendto(self._session.protect_rtcp(payload), self._addr)
+        except (OSError, pylibsrtp.Error):
+            return False
+        return True
 
     def _protect_and_send(self, size: int) -> bool:
         if self._transport.is_closing():
@@ -488,6 +532,7 @@ class NativePacketWriter(PacketWriter):
     """
 
     __slots__ = ("_batch", "_target")
+    native = True
 
     def __init__(self, dtls: RTCDtlsTransport, batch) -> None:
         self._batch = batch
@@ -509,6 +554,14 @@ class NativePacketWriter(PacketWriter):
         super()._use(session, transport, addr)
         self._target = self._batch.target(srtp_context_address(session),
                                           self._sock.fileno(), addr[0], addr[1], session)
+
+    def make_slot(self, ssrc: int):
+        """A Slot on this writer's SRTP session and (a duplicate of) its socket, sending
+        with `ssrc`; None until the writer is bound or once its transport closes."""
+        if (self._sock is None and not self._bind()) or self._transport.is_closing():
+            return None
+        return self._batch.slot(srtp_context_address(self._session), self._sock.fileno(),
+                                self._addr[0], self._addr[1], self._session, ssrc)
 
     def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
         if (self._sock is None and not self._bind()) or len(template) > self.MAX_PLAINTEXT:

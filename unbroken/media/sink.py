@@ -19,11 +19,15 @@ class TrackSink(ABC):
 
     It owns what it does with them; the stream owns when it is called: `write` for every
     packet of the current source, `source_changed` when that source went away or skipped
-    a hole, `update_sender_report` periodically. `mime` is the codec it was set up for:
+    a hole, `send_sender_report` periodically. `mime` is the codec it was set up for:
     the stream stops feeding it when the source's codec changes."""
 
     kind: str  # "audio" | "video"
     mime: str  # lower-case, e.g. "video/h264"
+    # a native Slot (unbroken.media._fastpath) the stream may send this sink's packets
+    # through instead of calling `write` (DownTrack on the native path); with it, the
+    # sink's `profile` (an OutputProfile) groups it with others of that profile
+    slot = None
 
     @abstractmethod
     def write(self, packet: ForwardPacket, now: float) -> None:
@@ -37,5 +41,6 @@ class TrackSink(ABC):
     def source_changed(self) -> None:
         """The packets that follow come from another source (or after a long hole)."""
 
-    def update_sender_report(self, source_reports: SenderReports) -> None:
-        """Refresh what this sink tells its receiver in RTCP sender reports, if anything."""
+    def send_sender_report(self, source_reports: SenderReports) -> None:
+        """Send its receiver an RTCP sender report, if it has one to send (from the source's
+        own latest ones, `source_reports`)."""

@@ -15,6 +15,7 @@ from enum import StrEnum
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from . import fastpath
+from .history import PacketHistory
 from .packet import ForwardPacket
 from .receiver import TrackReceiver
 from .sink import TrackSink
@@ -72,6 +73,10 @@ class Stream:
         self.listeners: list[Callable[[StreamChange, "Stream"], None]] = []
         # the current source's video packets since its latest keyframe (None: none usable)
         self._gop: list[ForwardPacket] | None = None
+        # per kind: the packets forwarded lately, by source sequence number (NACK → RTX)
+        self._history = {k: PacketHistory() for k in KINDS}
+        # per kind: the native path's grouping of the sinks (None: to be built)
+        self._fanout: dict[str, fastpath.FanOut | None] = {k: None for k in KINDS}
 
     @property
     def live(self) -> bool:
@@ -132,6 +137,7 @@ class Stream:
             kept = tuple(s for s in self._sinks[kind] if s.mime == mime)
             if len(kept) != len(self._sinks[kind]):
                 self._sinks[kind] = kept
+                self._fanout[kind] = None
                 changed = True
         if changed:
             self._emit(StreamChange.CODEC)
@@ -151,27 +157,47 @@ class Stream:
 
     def _forwarder(self, kind: str, source: Source) -> Callable[[ForwardPacket], None]:
         keep = self._keep_video if kind == "video" else None
+        history = self._history[kind]
+        batch = fastpath.BATCH  # None: the Python path
 
         def forward(packet: ForwardPacket) -> None:
             if self.source is not source:
                 return
             if keep is not None:
                 keep(packet)
+            history.add(packet.sequence_number, packet.timestamp, packet)
             now = packet.arrival
-            batch = fastpath.BATCH  # the native path sends every subscriber's copy at the flush
-            if batch is not None:
-                batch.begin()
-            try:
+            if batch is None:
                 for sink in self._sinks[kind]:
+                    _write(sink, packet, now)
+                return
+            fanout = self._fanout[kind]
+            if fanout is None:
+                fanout = self._fanout[kind] = fastpath.FanOut(self._sinks[kind])
+            # armed slots are sent at once by spread; the others' copies at the flush
+            batch.begin()
+            try:
+                for profile, slots, owners in fanout.groups:
                     try:
-                        sink.write(packet, now)
-                    except Exception:  # one broken subscriber must not stop the others
-                        log.exception("forwarding to a subscriber failed")
+                        handed_back = batch.spread(packet.template(profile), slots, packet, now)
+                    except Exception:
+                        log.exception("the native path could not forward a packet")
+                        continue
+                    for index in handed_back:
+                        _write(owners[index], packet, now)
+                for sink in fanout.others:
+                    _write(sink, packet, now)
+                    if sink.slot is not None:  # armed for the first time: regroup
+                        self._fanout[kind] = None
             finally:
-                if batch is not None:
-                    batch.flush()
+                batch.flush()
 
         return forward
+
+    def history(self, kind: str) -> PacketHistory:
+        """The stream's recent packets of `kind` by source sequence number (every source's:
+        check a packet's ssrc), which subscriber tracks answer NACKs from."""
+        return self._history[kind]
 
     def _keep_video(self, packet: ForwardPacket) -> None:
         """Keep the video packets since the latest keyframe (the start a new sink gets)."""
@@ -200,9 +226,11 @@ class Stream:
             if recent:
                 sink.seed(recent)
         self._sinks[sink.kind] = self._sinks[sink.kind] + (sink,)
+        self._fanout[sink.kind] = None
 
     def remove_sink(self, sink: TrackSink) -> None:
         self._sinks[sink.kind] = tuple(s for s in self._sinks[sink.kind] if s is not sink)
+        self._fanout[sink.kind] = None
 
     def sinks(self, kind: str) -> tuple[TrackSink, ...]:
         return self._sinks[kind]
@@ -211,14 +239,13 @@ class Stream:
         if self.source is not None and kind in self.source.receivers:
             self.source.receivers[kind].request_keyframe()
 
-    def update_sender_reports(self) -> None:
-        """Hand every sink the source's latest sender reports (subscriber tracks derive
-        their own sender reports from them)."""
+    def send_sender_reports(self) -> None:
+        """Have every sink send its sender report, derived from the source's latest ones."""
         for kind in KINDS:
             receiver = self.source.receivers.get(kind) if self.source else None
             reports = receiver.sender_reports if receiver is not None else {}
             for sink in self._sinks[kind]:
-                sink.update_sender_report(reports)
+                sink.send_sender_report(reports)
 
     def _emit(self, event: StreamChange) -> None:
         for listener in list(self.listeners):
@@ -230,3 +257,10 @@ class Stream:
     @property
     def idle(self) -> bool:
         return self.source is None and not self.subscriber_ids
+
+
+def _write(sink: TrackSink, packet: ForwardPacket, now: float) -> None:
+    try:
+        sink.write(packet, now)
+    except Exception:  # one broken subscriber must not stop the others
+        log.exception("forwarding to a subscriber failed")

@@ -18,7 +18,9 @@ log = logging.getLogger("unbroken.node")
 
 WATCHDOG_INTERVAL = 0.1
 LATE_TICK = 0.2  # s: a watchdog tick later than this follows a stall of the event loop
-SENDER_REPORT_INTERVAL = 0.5
+# every subscriber track's RTCP sender report goes out from this one timer (RFC 3550's
+# minimum interval is 5 s; browsers sync audio and video sooner with 1 s)
+SENDER_REPORT_INTERVAL = 1.0
 
 
 class Watchdog:
@@ -51,7 +53,7 @@ class Watchdog:
                     self._check_sessions(now)
                 if now - last_reports >= SENDER_REPORT_INTERVAL:
                     last_reports = now
-                    self._refresh_sender_reports()
+                    self._send_sender_reports()
             except Exception:
                 log.exception("watchdog pass failed")
 
@@ -74,6 +76,6 @@ class Watchdog:
     def _end(self, session, ending: Ending, reason: str) -> None:
         asyncio.ensure_future(self.state.end(session, ending, reason))
 
-    def _refresh_sender_reports(self) -> None:
+    def _send_sender_reports(self) -> None:
         for stream in self.state.streams.values():
-            stream.update_sender_reports()
+            stream.send_sender_reports()
