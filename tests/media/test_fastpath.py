@@ -25,7 +25,7 @@ KEY = bytes(range(30))
 GCM_KEY = bytes(range(28))
 
 
-# the native path, loaded here whatever the process's own choice (it is opt-in)
+# the native path, loaded here whatever the process's own choice (UNBROKEN_NATIVE)
 NATIVE, NATIVE_REASON = fastpath.load_native()
 
 
@@ -36,9 +36,9 @@ def test_the_native_extension_is_built():
     assert NATIVE is not None, NATIVE_REASON
 
 
-@pytest.mark.parametrize("value, path", [(None, "python"), ("0", "python"), ("1", "native")])
+@pytest.mark.parametrize("value, path", [(None, "native"), ("0", "python"), ("1", "native")])
 def test_unbroken_native_selects_the_path(value, path):
-    """Python by default and with UNBROKEN_NATIVE=0; native with UNBROKEN_NATIVE=1."""
+    """Native by default and with UNBROKEN_NATIVE=1; Python with UNBROKEN_NATIVE=0."""
     code = ("from unbroken.media import fastpath; "
             "w = fastpath.make_writer.__globals__['BATCH']; "
             "print(fastpath.PATH.name, w is None)")

@@ -1,16 +1,17 @@
 """Which forwarding path this process uses: the native one or the pure-Python one.
 
 The native path is the C extension `unbroken.media._fastpath` (built by `pip install`
-when a C compiler and CPython's headers are there; optional): for one forwarded packet
-it patches, SRTP-protects and sends the copies for every subscriber in one call, with
-one sendmmsg(2) per UDP socket. It calls the srtp_protect of the libsrtp inside
+when a C compiler and CPython's headers are there; optional). For one forwarded packet
+one call (Sender.spread) rewrites sequence number and timestamp, SRTP-protects and sends
+the copy of every subscriber track that is connected and anchored on the packet's
+source (its "armed" Slot), with sendmmsg(2); tracks in any other state go through their
+Python `write`, which arms them again. It calls the srtp_protect of the libsrtp inside
 pylibsrtp (the very library and sessions aiortc uses), through the function pointer
 pylibsrtp's binding exports: no second libsrtp is linked.
 
-The native path is opt-in for now (UNBROKEN_NATIVE=1 in the environment): under heavy
-load a few viewers were seen stalling on it in one benchmark run, not yet explained. By
-default, or without the extension, each subscriber's PacketWriter protects and sends in
-Python (rtc_internals.PacketWriter): same bytes on the wire, more CPU.
+It is the default. UNBROKEN_NATIVE=0 in the environment, or a missing extension, gives
+the Python path: each subscriber's PacketWriter protects and sends in Python
+(rtc_internals.PacketWriter), the same bytes on the wire for more CPU.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def load_native() -> tuple[Any, str]:
 
 
 def _load() -> tuple[Any, ForwardingPath]:
-    if os.environ.get(ENV, "0").strip().lower() not in ("1", "true", "yes", "on"):
-        return None, ForwardingPath("python", f"the default ({ENV}=1 turns the native path on)")
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None, ForwardingPath("python", f"{ENV}=0 in the environment")
     native, reason = load_native()
     return native, ForwardingPath("native" if native is not None else "python", reason)
 

@@ -124,6 +124,8 @@ CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
      "the estimator is only ever used through add() (_LazyBitrateEstimator)"),
     (Connection, "addresses = get_host_addresses(",
      "ICE gathering asks the module's get_host_addresses (cache_host_addresses)"),
+    (aioice.ice.StunProtocol, "self.receiver.data_received(data, self.local_candidate.component)",
+     "what is not STUN goes to the connection (_demuxed_datagram_received)"),
 )
 
 
@@ -235,6 +237,21 @@ class _LazyBitrateEstimator:
 
 if _real_bitrate_estimator is not None:
     aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyBitrateEstimator
+
+_stun_datagram_received = aioice.ice.StunProtocol.datagram_received
+
+
+def _demuxed_datagram_received(self, data: bytes, addr) -> None:
+    """aioice tries to parse every datagram as STUN and hands it to the connection when
+    that raises: an exception per media packet. RFC 7983 demultiplexes by the first
+    byte: only 0-3 can be STUN, so RTP/RTCP (128-191) and DTLS (20-63) go straight on."""
+    if data and data[0] > 3:
+        self.receiver.data_received(data, self.local_candidate.component)
+        return
+    _stun_datagram_received(self, data, addr)
+
+
+aioice.ice.StunProtocol.datagram_received = _demuxed_datagram_received
 
 _host_addresses = aioice.ice.get_host_addresses
 _host_address_cache: dict[tuple[bool, bool], tuple[float, list[str]]] = {}
