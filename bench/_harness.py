@@ -64,16 +64,20 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = LOGS / f"{name}-{port}.log"
+        self.env: dict[str, str] = {}
 
     @classmethod
-    def node(cls) -> "Server":
+    def node(cls, name: str = "node", env: dict[str, str] | None = None) -> "Server":
         """The node, with a media timeout of 5 s instead of 0.8 s: after its event loop
         stalls that long (this box is shared and has 2 cores), the node drops publishers
-        whose packets are still waiting in its socket, which would end the run."""
+        whose packets are still waiting in its socket, which would end the run. `env`:
+        more environment for it (UNBROKEN_NATIVE=0: the Python forwarding path)."""
         port = free_port()
-        return cls("node", [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
+        server = cls(name, [sys.executable, "-m", "unbroken", "node", "--host", "127.0.0.1",
                             "--port", str(port), "--media-timeout", "5", "--log-level",
                             os.environ.get("BENCH_NODE_LOG_LEVEL", "warning")], port)
+        server.env = env or {}
+        return server
 
     @classmethod
     def baseline(cls) -> "Server":
@@ -93,7 +97,7 @@ class Server:
         LOGS.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=REPO, env=_env(), stdin=asyncio.subprocess.DEVNULL,
+            *self.argv, cwd=REPO, env={**_env(), **self.env}, stdin=asyncio.subprocess.DEVNULL,
             stdout=log, stderr=asyncio.subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout

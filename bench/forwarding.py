@@ -10,11 +10,15 @@ server process's CPU time (/proc/<pid>/stat) and the packets it sent to play
 sessions (its /api/v1/sessions) are sampled over a fixed window:
 
     µs per forwarded packet = server CPU seconds / packets forwarded
+    ... net of idle          = (server CPU seconds - its idle CPU) / packets forwarded
+                               (idle: the node's CPU before anything is published)
     marginal µs per packet  = slope of server CPU against packets/s across the steps
     subscribers per core    = 1 / (marginal CPU of one subscriber's packets/s)
 
-The unbroken node and the MediaRelay baseline (bench/relay_baseline.py: decode
-once, encode per viewer) are measured the same way, one after the other. Figures
+The unbroken node on its native forwarding path (the default), the same node on its
+Python path (UNBROKEN_NATIVE=0; not with --native-only) and the MediaRelay baseline
+(bench/relay_baseline.py: decode once, encode per viewer) are measured the same way,
+one after the other. Figures
 go to stdout as one JSON object (also bench/results/forwarding.json, or
 forwarding.quick.json with --quick); the tables go to stderr.
 """
@@ -42,8 +46,9 @@ SATURATED_PCT = 95.0  # whole-machine CPU busy at which a step is flagged
 VIEWERS_PER_AGENT = 16  # load viewers per process
 SETTLE = 1.0  # seconds between the last first frame and the window
 
-FULL = {"node": [1, 2, 4, 8, 16, 32, 64], "baseline": [1, 2, 4, 8], "window": 8.0}
-QUICK = {"node": [1, 4], "baseline": [1], "window": 3.0}
+FULL = {"node": [1, 2, 4, 8, 16, 32, 64], "baseline": [1, 2, 4, 8], "window": 8.0,
+        "idle": 3.0}
+QUICK = {"node": [1, 4], "baseline": [1], "window": 3.0, "idle": 1.0}
 # the baseline stops adding viewers once its decoding viewer drops below this
 BASELINE_GIVE_UP_FPS = 15.0
 
@@ -65,9 +70,14 @@ class Setup:
                              ["view", server.url, STREAM, "--decode"])
         self.loads: list[Agent] = []
         self.load_viewers = 0
+        self.idle_cpu = 0.0  # the server's CPU seconds per second before any stream
 
-    async def start(self) -> None:
+    async def start(self, idle_window: float) -> None:
         await self.server.start()
+        await asyncio.sleep(0.5)  # past start-up
+        before, t0 = sum(self.server.cpu()), time.monotonic()
+        await asyncio.sleep(idle_window)
+        self.idle_cpu = (sum(self.server.cpu()) - before) / (time.monotonic() - t0)
         await self.publisher.start()
         await self.decoder.start()
 
@@ -131,6 +141,9 @@ class Setup:
             "packets_per_s": round(packets / wall, 1),
             "forwarded_mbps": round(octets * 8 / wall / 1e6, 2),
             "us_per_packet": round(1e6 * cpu / packets, 1) if packets else None,
+            "us_per_packet_net": (round(1e6 * (cpu - self.idle_cpu * wall) / packets, 1)
+                                  if packets else None),
+            "idle_cpu_pct": round(100 * self.idle_cpu, 2),
             "publisher_kbps": round((pub_b["video"]["bytes"] - pub_a["video"]["bytes"])
                                     * 8 / pub_dt / 1000, 1),
             "publisher_fps": round((pub_b["frames_sent"] - pub_a["frames_sent"]) / pub_dt, 1),
@@ -183,6 +196,8 @@ def summarize(rows: list[dict]) -> dict:
     last = rows[-1]
     summary = {"max_subscribers": last["subscribers"],
                "us_per_packet_at_max": last["us_per_packet"],
+               "us_per_packet_net_at_max": last["us_per_packet_net"],
+               "idle_cpu_pct": last["idle_cpu_pct"],
                "all_viewers_min_fps": all(r["decoding_viewer_fps"] >= MIN_FPS
                                           and r["load_viewers_below_min_fps"] == 0
                                           for r in rows),
@@ -210,7 +225,7 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
-async def run_server(server: Server, steps: list[int], window: float,
+async def run_server(server: Server, steps: list[int], window: float, idle_window: float,
                      give_up_fps: float | None = None) -> dict:
     setup = Setup(server)
     rows: list[dict] = []
@@ -218,7 +233,7 @@ async def run_server(server: Server, steps: list[int], window: float,
     path = None
     log(f"{server.name}: starting")
     try:
-        await setup.start()
+        await setup.start(idle_window)
         async with aiohttp.ClientSession() as http:
             path = await forwarding_path(http, server.url)
             if path:
@@ -249,6 +264,7 @@ async def run_server(server: Server, steps: list[int], window: float,
 COLUMNS = [("load_viewers", "N"), ("subscribers", "subs"), ("server_cpu_pct", "cpu%"),
            ("server_sys_pct", "sys%"), ("packets_per_s", "pkt/s"),
            ("forwarded_mbps", "Mbit/s"), ("us_per_packet", "µs/pkt"),
+           ("us_per_packet_net", "µs/pkt net"),
            ("marginal_us_per_packet", "marg µs/pkt"), ("decoding_viewer_fps", "dec fps"),
            ("picture_ok", "picture ok"), ("frames_skipped", "skipped"),
            ("load_viewer_fps_min", "min load fps"), ("publisher_kbps", "pub kbit/s"),
@@ -259,8 +275,10 @@ def report(results: dict) -> str:
     out = [f"forwarding: VP8 {SIZE} {FPS} fps, encoder at {BITRATE // 1000} kbit/s, "
            f"{results['config']['window_s']} s windows; N load viewers + 1 decoding viewer; "
            f"target ≤ {TARGET_US_PER_PACKET:g} µs/packet, every viewer ≥ {MIN_FPS:g} fps"]
-    for name in ("node", "baseline"):
-        part = results[name]
+    for name in ("node", "node_python", "baseline"):
+        part = results.get(name)
+        if part is None:
+            continue
         path = f" (forwarding path: {part['forwarding_path']})" if part.get("forwarding_path") else ""
         out += ["", f"{name}{path}:", table(COLUMNS, part["rows"])]
         s = part["summary"]
@@ -271,7 +289,8 @@ def report(results: dict) -> str:
                        f"{s['subscribers_per_core']} subscribers per core")
         if s:
             out.append(f"  at {s['max_subscribers']} subscribers: {s['us_per_packet_at_max']}"
-                       f" µs/packet; every viewer ≥ {MIN_FPS:g} fps: {s['all_viewers_min_fps']};"
+                       f" µs/packet ({s['us_per_packet_net_at_max']} net of the idle "
+                       f"{s['idle_cpu_pct']}% cpu); every viewer ≥ {MIN_FPS:g} fps: {s['all_viewers_min_fps']};"
                        f" picture ok: {s['picture_ok']}")
         if s.get("saturated_steps"):
             out.append(f"  WARNING: the machine was ≥ {SATURATED_PCT:g}% busy at N = "
@@ -293,6 +312,8 @@ async def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run (~30 s)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--native-only", action="store_true",
+                        help="no run of the node on its Python path (always so with --quick)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     results = {
@@ -307,21 +328,36 @@ async def main() -> None:
         "machine": machine(),
     }
     started = time.monotonic()
-    results["node"] = await run_server(Server.node(), plan["node"], plan["window"])
+    results["node"] = await run_server(Server.node(), plan["node"], plan["window"],
+                                       plan["idle"])
+    if not (args.quick or args.native_only):
+        results["node_python"] = await run_server(
+            Server.node("node-python", {"UNBROKEN_NATIVE": "0"}), plan["node"],
+            plan["window"], plan["idle"])
     if args.skip_baseline:
         results["baseline"] = {"rows": [], "summary": {}}
     else:
         results["baseline"] = await run_server(Server.baseline(), plan["baseline"],
-                                               plan["window"], BASELINE_GIVE_UP_FPS)
+                                               plan["window"], plan["idle"],
+                                               BASELINE_GIVE_UP_FPS)
     results["comparison"] = compare(results["node"], results["baseline"])
+    if "node_python" in results:
+        results["comparison"]["python_path_to_native_at_max"] = _ratio(
+            results["node_python"]["summary"].get("us_per_packet_at_max"),
+            results["node"]["summary"].get("us_per_packet_at_max"))
     results["duration_s"] = round(time.monotonic() - started, 1)
     path = write_results("forwarding", results, args.quick)
     log(report(results))
     log(f"\nwritten to {path}")
     print(json.dumps(results))
     if not all(part["summary"].get("picture_ok", True)
-               for part in (results["node"], results["baseline"])):
+               for part in (results["node"], results.get("node_python", results["node"]),
+                            results["baseline"])):
         sys.exit("forwarding: the decoding viewer saw a wrong picture (see picture ok)")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 1) if a and b else None
 
 
 def compare(node: dict, baseline: dict) -> dict:
@@ -338,6 +374,9 @@ def compare(node: dict, baseline: dict) -> dict:
     if n["us_per_packet"] and b["us_per_packet"]:
         out["us_per_packet_ratio"] = round(b["us_per_packet"] / n["us_per_packet"], 1)
     ns, bs = node["summary"], baseline["summary"]
+    # per packet beyond the fixed cost of ingesting the stream: the fits' slopes
+    out["marginal_us_per_packet_ratio"] = _ratio(bs.get("marginal_us_per_packet"),
+                                                 ns.get("marginal_us_per_packet"))
     if ns.get("subscribers_per_core") and bs.get("subscribers_per_core"):
         out["subscribers_per_core"] = {"node": ns["subscribers_per_core"],
                                        "baseline": bs["subscribers_per_core"]}

@@ -22,6 +22,9 @@ def _node_options(p) -> None:
                    help="seconds a session may take to connect (default 10)")
     p.add_argument("--on-publisher-conflict", choices=["reject", "replace"],
                    help="second publisher on a live stream: 409 or take over (default reject)")
+    p.add_argument("--ice-udp-port", type=int,
+                   help="UDP port all WebRTC sessions share, one socket per local address "
+                        "(default 0: a free port; -1: a socket per session)")
     p.add_argument("--drain-timeout", type=float,
                    help="seconds to let sessions end after SIGTERM (default 5)")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
@@ -91,6 +94,9 @@ def _manager_parser(sub) -> None:
     p.add_argument("--tls-self-signed", action="store_true", default=None,
                    help="make a certificate at start (development); prints its fingerprint")
     p.add_argument("--lease", type=float, help="seconds a node record holds (default 3)")
+    p.add_argument("--ice-udp-port", type=int,
+                   help="UDP port all WebRTC sessions share, one socket per local address "
+                        "(default 0: a free port; -1: a socket per session)")
     p.add_argument("--drain-timeout", type=float,
                    help="seconds to let proxied streams end after SIGTERM (default 5)")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
@@ -118,7 +124,7 @@ def _node_config(args, command: str):
             media_timeout=args.media_timeout, connect_timeout=args.connect_timeout,
             on_publisher_conflict=args.on_publisher_conflict,
             drain_timeout=args.drain_timeout, log_level=args.log_level,
-            hls=args.hls, hls_transcode=args.hls_transcode,
+            ice_udp_port=args.ice_udp_port, hls=args.hls, hls_transcode=args.hls_transcode,
             hls_segment_duration=args.hls_segment_duration,
             hls_part_duration=args.hls_part_duration, hls_window=args.hls_window,
             hls_idle_timeout=args.hls_idle_timeout, hls_end_grace=args.hls_end_grace,

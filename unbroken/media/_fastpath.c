@@ -140,7 +140,8 @@ static PyTypeObject TargetType = {
 typedef struct {
     PyObject_HEAD
     void *srtp;                     /* srtp_t, owned by `owner` */
-    int fd;                         /* our own dup() of the socket's descriptor */
+    int fd;                         /* the socket's descriptor, or our own dup() of it */
+    int owns_fd;                    /* fd is our dup(): closed with the slot */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     PyObject *owner;
@@ -163,7 +164,7 @@ typedef struct {
 } SlotObject;
 
 static void Slot_dealloc(SlotObject *self) {
-    if (self->fd >= 0)
+    if (self->owns_fd && self->fd >= 0)
         close(self->fd);
     Py_XDECREF(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -171,20 +172,22 @@ static void Slot_dealloc(SlotObject *self) {
 
 static PyObject *Slot_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     SlotObject *self = (SlotObject *)type->tp_alloc(type, 0);
-    if (self != NULL)
+    if (self != NULL) {
         self->fd = -1;
+        self->owns_fd = 0;
+    }
     return (PyObject *)self;
 }
 
 static int Slot_init(SlotObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"srtp", "fd", "host", "port", "owner", "ssrc", NULL};
+    static char *kwlist[] = {"srtp", "fd", "host", "port", "owner", "ssrc", "dup", NULL};
     unsigned long long srtp;
-    int fd, port;
+    int fd, port, dup = 1;
     unsigned int ssrc;
     const char *host;
     PyObject *owner;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KisiOI", kwlist, &srtp, &fd, &host, &port,
-                                     &owner, &ssrc))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KisiOI|p", kwlist, &srtp, &fd, &host,
+                                     &port, &owner, &ssrc, &dup))
         return -1;
     if (srtp == 0 || fd < 0 || port <= 0 || port > 65535) {
         PyErr_SetString(PyExc_ValueError, "Slot: null srtp_t, bad fd or bad port");
@@ -192,14 +195,15 @@ static int Slot_init(SlotObject *self, PyObject *args, PyObject *kwds) {
     }
     if (resolve(host, port, &self->addr, &self->addr_len) < 0)
         return -1;
-    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    int own = dup ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : fd;
     if (own < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if (self->fd >= 0)
+    if (self->owns_fd && self->fd >= 0)
         close(self->fd);
     self->fd = own;
+    self->owns_fd = dup;
     self->srtp = (void *)(uintptr_t)srtp;
     self->out_ssrc = ssrc;
     self->armed = 0;
@@ -233,9 +237,11 @@ static PyMemberDef Slot_members[] = {
 static PyTypeObject SlotType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "unbroken.media._fastpath.Slot",
-    .tp_doc = "Slot(srtp, fd, host, port, owner, ssrc): one subscriber track's SRTP "
-              "context, UDP destination (on a duplicate of fd) and, while armed, its "
-              "sequence/timestamp rewrite; owner keeps the srtp_t alive.",
+    .tp_doc = "Slot(srtp, fd, host, port, owner, ssrc, dup=True): one subscriber track's "
+              "SRTP context, UDP destination and, while armed, its sequence/timestamp "
+              "rewrite; owner keeps the srtp_t alive. It sends on a duplicate of fd of "
+              "its own unless dup is false (a socket that outlives every slot: slots on "
+              "one such socket share their sendmmsg calls).",
     .tp_basicsize = sizeof(SlotObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = Slot_new,

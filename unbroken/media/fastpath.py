@@ -91,10 +91,12 @@ class SendBatch:
         destination (host, port)."""
         return self._native.Target(srtp, fd, host, port, owner)
 
-    def slot(self, srtp: int, fd: int, host: str, port: int, owner: object, ssrc: int) -> Any:
-        """A native Slot (see FanOut): the srtp_t at `srtp` (kept alive by `owner`), a
-        duplicate of socket `fd`, destination (host, port), outgoing SSRC `ssrc`."""
-        return self._native.Slot(srtp, fd, host, port, owner, ssrc)
+    def slot(self, srtp: int, fd: int, host: str, port: int, owner: object, ssrc: int,
+             shared: bool) -> Any:
+        """A native Slot (see FanOut): the srtp_t at `srtp` (kept alive by `owner`), socket
+        `fd` (a duplicate of its own unless the socket is `shared`, which outlives every
+        slot), destination (host, port), outgoing SSRC `ssrc`."""
+        return self._native.Slot(srtp, fd, host, port, owner, ssrc, dup=not shared)
 
     def spread(self, template: bytes, slots: tuple, packet, now: float) -> list[int]:
         """Send `packet` (a ForwardPacket serialized as `template`) through every armed

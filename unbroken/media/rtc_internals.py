@@ -45,7 +45,8 @@ import aioice.ice
 import aiortc
 import aiortc.rtcrtpreceiver
 import pylibsrtp
-from aioice.ice import CandidatePair, Connection
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import (RTCCertificate, RTCConfiguration, RTCDtlsTransport, RTCIceTransport,
                     RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver)
 from aiortc.codecs import is_rtx
@@ -57,12 +58,14 @@ from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from .udp_mux import UdpMux
+
 __all__ = [
     "HOOKS", "MissingHook", "NativePacketWriter", "PacketWriter", "SharedCertificate",
     "SilentTrack", "cache_host_addresses", "check_hooks", "new_peer_connection",
     "shared_certificate", "srtp_context_address", "srtp_protect_address",
     "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
-    "quiet_sender_rtcp", "send_pli", "sender_cname", "sender_report", "sender_rtx_ssrc",
+    "quiet_sender_rtcp", "send_pli", "use_udp_mux", "sender_cname", "sender_report", "sender_rtx_ssrc",
     "sender_ssrc",
     "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
     "tap_received_rtp", "tee_decoder_queue",
@@ -104,6 +107,7 @@ HOOKS: tuple[tuple[type, str, str], ...] = (
     (RTCDtlsTransport, "_tx_srtp", "PacketWriter: the outgoing SRTP session"),
     (RTCIceTransport, "_connection", "PacketWriter: the ICE connection"),
     (Connection, "_nominated", "PacketWriter: the nominated candidate pair"),
+    (Connection, "_protocols", "use_udp_mux: the connection's host candidates' protocols"),
     (CandidatePair, "protocol", "PacketWriter: the pair's UDP protocol"),
     (CandidatePair, "remote_addr", "PacketWriter: the pair's remote address"),
     (selector_events._SelectorTransport, "_sock", "PacketWriter: the UDP socket"),
@@ -126,6 +130,8 @@ CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
      "ICE gathering asks the module's get_host_addresses (cache_host_addresses)"),
     (aioice.ice.StunProtocol, "self.receiver.data_received(data, self.local_candidate.component)",
      "what is not STUN goes to the connection (_demuxed_datagram_received)"),
+    (Connection, "async def get_component_candidates(\n        self, component: int, addresses: list[str], timeout: int = 5",
+     "host candidates are gathered per component and address (use_udp_mux)"),
 )
 
 
@@ -252,6 +258,47 @@ def _demuxed_datagram_received(self, data: bytes, addr) -> None:
 
 
 aioice.ice.StunProtocol.datagram_received = _demuxed_datagram_received
+
+_component_candidates = Connection.get_component_candidates
+_udp_mux: UdpMux | None = None
+
+
+async def _muxed_component_candidates(self: Connection, component: int, addresses: list[str],
+                                      timeout: int = 5) -> list[Candidate]:
+    """aioice's host candidates, each on the process's shared socket for its address
+    (udp_mux); without a mux, with STUN/TURN servers, or for an address the mux could
+    not bind, aioice's own gathering."""
+    mux = _udp_mux
+    if mux is None or self.stun_server or self.turn_server:
+        return await _component_candidates(self, component, addresses, timeout)
+    candidates, unmuxed = [], []
+    for address in addresses:
+        shared = await mux.socket_for(address)
+        if shared is None:
+            unmuxed.append(address)
+            continue
+        protocol = StunProtocol(self)
+        shared.attach(protocol, self.local_username)
+        host, port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"), host=host,
+            port=port, type="host")
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    if unmuxed:
+        candidates += await _component_candidates(self, component, unmuxed, timeout)
+    return candidates
+
+
+def use_udp_mux(mux: UdpMux | None) -> None:
+    """Gather every new connection's host candidates on `mux`'s shared sockets (a node);
+    None: one socket per connection and address, as aioice does (the SDK)."""
+    global _udp_mux
+    _udp_mux = mux
+    Connection.get_component_candidates = (_muxed_component_candidates if mux is not None
+                                           else _component_candidates)
+
 
 _host_addresses = aioice.ice.get_host_addresses
 _host_address_cache: dict[tuple[bool, bool], tuple[float, list[str]]] = {}
@@ -578,7 +625,8 @@ class NativePacketWriter(PacketWriter):
         if (self._sock is None and not self._bind()) or self._transport.is_closing():
             return None
         return self._batch.slot(srtp_context_address(self._session), self._sock.fileno(),
-                                self._addr[0], self._addr[1], self._session, ssrc)
+                                self._addr[0], self._addr[1], self._session, ssrc,
+                                shared=getattr(self._transport, "shared", False))
 
     def write(self, template: bytes, seq: int, ts: int, ssrc: int) -> bool:
         if (self._sock is None and not self._bind()) or len(template) > self.MAX_PLAINTEXT:

@@ -24,6 +24,10 @@ class NodeConfig:
     on_publisher_conflict: str = "reject"
     # Retry-After seconds sent with 409 when a WHEP stream is not live
     retry_after: int = 1
+    # the UDP port every WebRTC session's ICE uses, one socket per local address shared by
+    # all sessions (one port to open; the native path batches all viewers' sends on it):
+    # 0 = a free port chosen at the first session, -1 = a socket per session (aioice's way)
+    ice_udp_port: int = 0
     max_sessions: int = 2000
     max_body_bytes: int = 64 * 1024
     # seconds to wait for sessions to end after SIGTERM before closing them
@@ -94,6 +98,8 @@ class NodeConfig:
         check_types(self)
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
+        if not -1 <= self.ice_udp_port <= 65535:
+            raise ValueError("ice_udp_port must be -1 (a socket per session) or 0 to 65535")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level must be debug, info, warning or error")
         if self.max_sessions < 1 or self.max_body_bytes < 1:

@@ -10,7 +10,8 @@ import signal
 from aiohttp import web
 
 from unbroken.media.fastpath import PATH
-from unbroken.media.rtc_internals import cache_host_addresses, check_hooks
+from unbroken.media.rtc_internals import cache_host_addresses, check_hooks, use_udp_mux
+from unbroken.media.udp_mux import UdpMux
 
 from .app import create_app
 from .config import NodeConfig
@@ -41,6 +42,9 @@ async def serve(config: NodeConfig) -> None:
     # a burst of new sessions enumerates the interfaces for ICE once, not once each
     cache_host_addresses(HOST_ADDRESSES_TTL)
     log.info(f"forwarding path: {PATH.name} ({PATH.reason})")
+    # every session's ICE on one shared socket per address (the process is only a node)
+    mux = UdpMux(config.ice_udp_port) if config.ice_udp_port >= 0 else None
+    use_udp_mux(mux)
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -56,6 +60,9 @@ async def serve(config: NodeConfig) -> None:
     # behind a manager, clients go back to it (relative paths resolve against it)
     await drain(app, None, "/ws" if config.manager else None)
     await runner.cleanup()
+    if mux is not None:
+        use_udp_mux(None)
+        mux.close()
     log.info("node stopped")
 
 
