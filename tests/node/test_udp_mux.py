@@ -5,6 +5,7 @@ import asyncio
 import re
 import socket
 
+import aiohttp
 import pytest
 from aioice import stun
 from aioice.ice import StunProtocol
@@ -49,6 +50,9 @@ async def test_every_session_shares_one_port_and_plays(start_node):
         ports = [candidate_ports(v.pc.remoteDescription.sdp) for v in viewers]
         ports.append(candidate_ports(pub.pc.remoteDescription.sdp))
         assert len(ports[0]) == 1 and all(p == ports[0] for p in ports), ports
+        async with aiohttp.ClientSession() as http:
+            async with http.get(node.url + "/healthz") as r:
+                assert set((await r.json())["ice_udp"].values()) == ports[0]
         await asyncio.gather(*(v.wait_frames(30, 15) for v in viewers))
         await viewers.pop(0).stop()
         late = (await watch(node.url, 1))[0]

@@ -65,7 +65,7 @@ __all__ = [
     "SilentTrack", "cache_host_addresses", "check_hooks", "new_peer_connection",
     "shared_certificate", "srtp_context_address", "srtp_protect_address",
     "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
-    "quiet_sender_rtcp", "send_pli", "use_udp_mux", "sender_cname", "sender_report", "sender_rtx_ssrc",
+    "quiet_sender_rtcp", "send_pli", "udp_mux", "use_udp_mux", "sender_cname", "sender_report", "sender_rtx_ssrc",
     "sender_ssrc",
     "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
     "tap_received_rtp", "tee_decoder_queue",
@@ -289,6 +289,11 @@ async def _muxed_component_candidates(self: Connection, component: int, addresse
     if unmuxed:
         candidates += await _component_candidates(self, component, unmuxed, timeout)
     return candidates
+
+
+def udp_mux() -> UdpMux | None:
+    """The mux new connections gather on (use_udp_mux), if any."""
+    return _udp_mux
 
 
 def use_udp_mux(mux: UdpMux | None) -> None:

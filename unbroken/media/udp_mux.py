@@ -210,6 +210,11 @@ class UdpMux:
     def sockets(self) -> dict[str, UdpMuxSocket]:
         return {a: s for a, s in self._sockets.items() if s is not None}
 
+    def ports(self) -> dict[str, int]:
+        """The port of each local address's shared socket (bound so far)."""
+        return {address: mux.transport.get_extra_info("sockname")[1]
+                for address, mux in self.sockets().items() if mux.transport is not None}
+
     def close(self) -> None:
         for mux in self.sockets().values():
             if mux.transport is not None:

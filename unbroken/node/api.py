@@ -10,6 +10,7 @@ from aiohttp import web
 
 from unbroken.httpkit.auth import check_bearer
 from unbroken.media.fastpath import PATH
+from unbroken.media.rtc_internals import udp_mux
 from unbroken.protocol.node_admin import DRAIN_PATH, parse_drain_request
 from unbroken.protocol.vocabulary import vocabulary
 
@@ -49,8 +50,11 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     state = _state(request)
     status = "draining" if state.draining else "ok"
+    mux = udp_mux()
     return web.json_response({"status": status, "sessions": len(state.sessions),
                               "streams": len(state.streams), "forwarding": PATH.name,
+                              # the shared ICE port per local address (bound at first use)
+                              "ice_udp": mux.ports() if mux is not None else None,
                               "uptime": round(time.time() - state.started_at, 3)})
 
 
