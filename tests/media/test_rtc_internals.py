@@ -119,3 +119,34 @@ def test_host_addresses_are_cached_only_when_asked(monkeypatch):
         monkeypatch.undo()
         rtc_internals.cache_host_addresses(0)
     assert aioice.ice.get_host_addresses is original
+
+
+def test_codec_matching_copies_codecs_as_deepcopy_did(monkeypatch):
+    """find_common_codecs with the cheap codec copy gives what it gave with deepcopy, and
+    its results share nothing mutable with aiortc's codec tables or the offer's codecs."""
+    import copy
+
+    import aiortc.rtcpeerconnection as pcmod
+    from aiortc.codecs import CODECS
+    from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+
+    remote = [RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96,
+                                    rtcpFeedback=[RTCRtcpFeedback(type="nack"),
+                                                  RTCRtcpFeedback(type="goog-remb")]),
+              RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=97,
+                                    parameters={"apt": 96}),
+              RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102,
+                                    rtcpFeedback=[RTCRtcpFeedback(type="nack", parameter="pli")],
+                                    parameters={"packetization-mode": 1,
+                                                "profile-level-id": "42e01f"})]
+    fast = pcmod.find_common_codecs(CODECS["video"], remote)
+    monkeypatch.setattr(pcmod, "copy", copy)
+    slow = pcmod.find_common_codecs(CODECS["video"], remote)
+    assert fast == slow and len(fast) == 3
+    before = copy.deepcopy(CODECS["video"]), copy.deepcopy(remote)
+    for codec in fast:
+        codec.parameters["x"] = 1
+        codec.rtcpFeedback.append(RTCRtcpFeedback(type="x"))
+        for feedback in codec.rtcpFeedback:
+            feedback.type += "!"
+    assert (CODECS["video"], remote) == before

@@ -43,6 +43,7 @@ from typing import Any
 
 import aioice.ice
 import aiortc
+import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
@@ -51,7 +52,7 @@ from aiortc import (RTCCertificate, RTCConfiguration, RTCDtlsTransport, RTCIceTr
                     RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver)
 from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.rtp import (RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo,
                         RtcpSrPacket, RtpPacket)
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
@@ -126,6 +127,8 @@ CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
      "the receiver builds its estimator from the module's RemoteBitrateEstimator"),
     (RTCRtpReceiver, "remb = self.__remote_bitrate_estimator.add(",
      "the estimator is only ever used through add() (_LazyBitrateEstimator)"),
+    (RTCPeerConnection, "find_common_codecs(CODECS[media.kind], media.rtp.codecs)",
+     "codecs are matched by the module's find_common_codecs (_CodecCopy)"),
     (Connection, "addresses = get_host_addresses(",
      "ICE gathering asks the module's get_host_addresses (cache_host_addresses)"),
     (aioice.ice.StunProtocol, "self.receiver.data_received(data, self.local_candidate.component)",
@@ -156,6 +159,9 @@ def check_hooks() -> None:
                 if line not in inspect.getsource(owner)]
     if not isinstance(_real_bitrate_estimator, type):
         missing.append("aiortc.rtcrtpreceiver.RemoteBitrateEstimator (_LazyBitrateEstimator)")
+    source = inspect.getsource(aiortc.rtcpeerconnection)
+    if source.count("copy.") != 2 or source.count("copy.deepcopy(c") != 2:
+        missing.append("aiortc.rtcpeerconnection: copy.deepcopy only of codecs (_CodecCopy)")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         missing.append("aioice.ice.get_host_addresses (cache_host_addresses)")
     if not str(srtp_ffi.typeof(srtp_protect).cname).startswith("srtp_err_status_t(*)"):
@@ -219,6 +225,24 @@ def new_peer_connection(configuration: RTCConfiguration | None = None) -> RTCPee
     pc._RTCPeerConnection__certificates = [shared_certificate()]
     return pc
 
+
+class _CodecCopy:
+    """Stands in for the `copy` module inside aiortc.rtcpeerconnection, whose only use is
+    find_common_codecs deep-copying every codec it keeps: for a browser's offer (dozens
+    of codecs) that was the largest part of answering it. A codec holds strings, ints, a
+    list of feedback records and a dict of scalars: those are copied, the rest shared."""
+
+    @staticmethod
+    def deepcopy(codec: RTCRtpCodecParameters) -> RTCRtpCodecParameters:
+        return RTCRtpCodecParameters(
+            mimeType=codec.mimeType, clockRate=codec.clockRate, channels=codec.channels,
+            payloadType=codec.payloadType,
+            rtcpFeedback=[RTCRtcpFeedback(type=f.type, parameter=f.parameter)
+                          for f in codec.rtcpFeedback],
+            parameters=dict(codec.parameters))
+
+
+aiortc.rtcpeerconnection.copy = _CodecCopy
 
 _real_bitrate_estimator = getattr(aiortc.rtcrtpreceiver, "RemoteBitrateEstimator", None)
 
