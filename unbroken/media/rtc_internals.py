@@ -142,11 +142,29 @@ class MissingHook(RuntimeError):
     """aiortc (or what it runs on) no longer has a private name this module relies on."""
 
 
+@functools.cache
+def _file_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@functools.cache
+def _class_source(owner: type) -> str:
+    """The text of `owner`'s class statement: from `class Name` to the next top-level
+    class (inspect.getsource tokenizes the whole module each time: 1.5 s at every start)."""
+    text = _file_text(inspect.getsourcefile(owner))
+    found = re.search(rf"^class {re.escape(owner.__name__)}\b", text, re.M)
+    if found is None:
+        return inspect.getsource(owner)
+    end = re.compile(r"^class ", re.M).search(text, found.end())
+    return text[found.start():end.start() if end else len(text)]
+
+
 def _has(owner: type, name: str) -> bool:
     mangled = f"_{owner.__name__.lstrip('_')}{name}" if name.startswith("__") else name
     if hasattr(owner, mangled):
         return True
-    return re.search(rf"self\.{re.escape(name)}\s*[:=]", inspect.getsource(owner)) is not None
+    return re.search(rf"self\.{re.escape(name)}\s*[:=]", _class_source(owner)) is not None
 
 
 @functools.cache
@@ -156,10 +174,10 @@ def check_hooks() -> None:
     missing = [f"{owner.__qualname__}.{name} ({use})" for owner, name, use in HOOKS
                if not _has(owner, name)]
     missing += [f"{owner.__qualname__}: {use}" for owner, line, use in CALL_SHAPES
-                if line not in inspect.getsource(owner)]
+                if line not in _class_source(owner)]
     if not isinstance(_real_bitrate_estimator, type):
         missing.append("aiortc.rtcrtpreceiver.RemoteBitrateEstimator (_LazyBitrateEstimator)")
-    source = inspect.getsource(aiortc.rtcpeerconnection)
+    source = _file_text(inspect.getsourcefile(aiortc.rtcpeerconnection))
     if source.count("copy.") != 2 or source.count("copy.deepcopy(c") != 2:
         missing.append("aiortc.rtcpeerconnection: copy.deepcopy only of codecs (_CodecCopy)")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
