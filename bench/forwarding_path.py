@@ -1,9 +1,11 @@
 """The forwarding data plane alone: CPU per forwarded packet, in one process.
 
-Real DownTracks (munging, history) with real PacketWriters (libsrtp protect, UDP
-send to a sink socket on loopback) are fed packets shaped like a 1 Mbit/s 30 fps
-VP8 stream; measured for N subscribers, on the native path (unbroken.media._fastpath: one
-call per packet for all subscribers, sendmmsg) and on the pure-Python path. Baseline in the same run: the obvious way to
+A real Stream with N real DownTracks (munging, the stream's NACK history) and real
+writers (libsrtp protect, UDP send from one socket, as the node's shared ICE socket, to a
+sink socket on loopback) is fed packets shaped like a 1 Mbit/s 30 fps VP8 stream;
+measured on the native path (unbroken.media._fastpath: one Sender.spread call per packet
+for all armed subscribers, sendmmsg) and on the pure-Python path (each DownTrack's
+PacketWriter). Baseline in the same run: the obvious way to
 send the same packets with aiortc's own pieces (build an RtpPacket and serialize it,
 pylibsrtp's Session.protect, asyncio's DatagramTransport.sendto) per subscriber.
 
@@ -29,10 +31,13 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy, Session
 
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from unbroken.media import fastpath
 from unbroken.media.downtrack import DownTrack
 from unbroken.media.packet import ForwardPacket, OutputProfile
-from unbroken.media import fastpath
 from unbroken.media.rtc_internals import NativePacketWriter, PacketWriter
+from unbroken.media.stream import Source, Stream
 
 PAYLOAD = 1100  # bytes: ~110 packets/s at 1 Mbit/s
 PACKETS = 3000
@@ -67,32 +72,41 @@ def drain(sink: socket.socket) -> None:
         pass
 
 
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+
+
 async def measure_node_path(n: int, sink, transport, packets, native: bool) -> float:
     addr = sink.getsockname()
     ext = extensions_map()
     profile = OutputProfile.shared(96, "0", ext, ((1, MID), (3, ABS)))
-    tracks = []
     batch = fastpath.BATCH if native else None
+    stream = Stream("bench")
+    tracks = []
     for i in range(n):
         session = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
         writer = (NativePacketWriter.on_socket(session, transport, addr, batch) if native
                   else PacketWriter.on_socket(session, transport, addr))
-        track = DownTrack("video", "video/vp8", profile, 1000 + i, 90000, writer, lambda: None)
-        track._connected = True  # the session's connection is up
+        track = DownTrack("video", "video/vp8", profile, 1000 + i, 90000, writer, lambda: None,
+                          history=stream.history("video"))
+        stream.add_sink(track)
         tracks.append(track)
+    receiver = types.SimpleNamespace(on_packet=None, on_codec_change=None,
+                                     on_discontinuity=None, codec=VP8, last_packet_at=None,
+                                     request_keyframe=lambda: None)
+    native_batch, fastpath.BATCH = fastpath.BATCH, batch  # the stream takes its path here
+    try:
+        stream.attach(Source("publisher", {"video": receiver}))
+    finally:
+        fastpath.BATCH = native_batch
     forwarded = [ForwardPacket(p, i == 0, 0.0) for i, p in enumerate(packets)]
     spent = 0.0
     for fp in forwarded:
         start = time.process_time()
-        if batch is not None:  # as Stream's forwarder does
-            batch.begin()
-        for track in tracks:
-            track.write(fp, 0.0)
-        if batch is not None:
-            batch.flush()
+        receiver.on_packet(fp)
         spent += time.process_time() - start
         drain(sink)  # the receiving end's work, not timed
     assert all(t.sent == PACKETS for t in tracks), "packets were dropped"
+    assert all(t.slot is not None for t in tracks) == native
     return spent / (PACKETS * n) * 1e6
 
 
