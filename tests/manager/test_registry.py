@@ -136,7 +136,23 @@ async def test_suspect_is_out_of_routing_then_back_when_healthy(pair, check):
     await registry.heartbeat(record("o1"))  # a heartbeat does not clear it: the check does
     assert registry.view("o1").state is NodeState.SUSPECT
     await until(lambda: registry.view("o1").state is NodeState.SERVING)
-    assert check.calls == ["o1"]
+    await until(lambda: pair[1].view("o1").state is NodeState.SERVING)
+    assert check.calls == ["o1", "o1"]  # this manager's check and the other's
+
+
+async def test_a_suspect_is_out_of_routing_on_every_manager_at_once(pair, check):
+    """One manager sees the node fail: the other takes it out of routing as soon as the
+    store's event arrives (not at the end of the node's lease) and checks it itself."""
+    first, second = pair
+    check.healthy, check.delay_s = False, 0.2
+    await first.heartbeat(record("o1", streams=["cam"]))
+    await until(lambda: second.view("o1") is not None)
+    assert first.mark_suspect("o1", "heartbeat connection closed")
+    await until(lambda: second.view("o1") is None or second.view("o1").state is NodeState.SUSPECT,
+                timeout=1)
+    assert not (second.view("o1") and second.view("o1").serving(second.clock()))
+    await until(lambda: first.view("o1") is None and second.view("o1") is None)
+    assert sorted(check.calls) == ["o1", "o1"]
 
 
 async def test_suspect_that_fails_its_check_is_gone(pair, check):

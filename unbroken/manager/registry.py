@@ -159,6 +159,7 @@ class Registry:
         self._origins: dict[str, str] = {}
         self._reserved_edges: dict[str, dict[str, float]] = {}
         self._checks: dict[str, asyncio.Task[None]] = {}
+        self._sharing: set[asyncio.Task[None]] = set()  # NODE_SUSPECT reports under way
         self._left: dict[str, float] = {}  # node id -> when it left (deregistered), recently
         self._subscription: EventSubscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,8 +183,8 @@ class Registry:
         ]
 
     async def close(self) -> None:
-        tasks = self._tasks + list(self._checks.values())
-        self._tasks, self._checks = [], {}
+        tasks = self._tasks + list(self._checks.values()) + list(self._sharing)
+        self._tasks, self._checks, self._sharing = [], {}, set()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -222,11 +223,13 @@ class Registry:
 
     # -- what the manager decides ----------------------------------------------------
 
-    def mark_suspect(self, node_id: str, reason: str) -> bool:
-        """A request proxied to the node failed: out of routing at once and checked
-        (bounded by the check timeout). Healthy → back to its reported state; unhealthy
-        → gone from this manager's view until its next record arrives. False if the
-        node is unknown, gone or already suspect."""
+    def mark_suspect(self, node_id: str, reason: str, share: bool = True) -> bool:
+        """A request proxied to the node failed (or its heartbeat connection closed):
+        out of routing at once and checked (bounded by the check timeout). Healthy →
+        back to its reported state; unhealthy → gone from this manager's view until its
+        next record arrives. With `share`, every other manager is told through the store
+        (NODE_SUSPECT) and does the same at once, not at the end of the node's lease.
+        False if the node is unknown, gone or already suspect."""
         view = self._views.get(node_id)
         if view is None or view.state in (NodeState.SUSPECT, NodeState.GONE):
             return False
@@ -235,7 +238,19 @@ class Registry:
         self._checks[node_id] = asyncio.create_task(
             self._check_suspect(view.record), name=f"unbroken-manager-check-{node_id}"
         )
+        if share:
+            task = asyncio.create_task(self._share_suspect(node_id),
+                                       name=f"unbroken-manager-share-suspect-{node_id}")
+            self._sharing.add(task)
+            task.add_done_callback(self._sharing.discard)
         return True
+
+    async def _share_suspect(self, node_id: str) -> None:
+        try:
+            await self.store.report_suspect(node_id)
+        except Exception as e:  # the store is down: the others learn at the lease's end
+            log.warning("could not tell the other managers node %s is suspect: %r",
+                        node_id, e)
 
     def note_origin(self, stream: str, owner: str) -> None:
         """Record a claim this manager just made or read (its event will follow)."""
@@ -333,6 +348,8 @@ class Registry:
             self.note_edge(event.stream, event.node_id, event.ttl_s or self.lease_s)
         elif event.kind is EventKind.EDGE_REMOVED:
             self._drop_reservation(event.stream, event.node_id)
+        elif event.kind is EventKind.NODE_SUSPECT:  # (our own report comes back too)
+            self.mark_suspect(event.node_id, "another manager saw it fail", share=False)
 
     def _apply_snapshot(self, snapshot: ClusterSnapshot) -> None:
         """Merge a snapshot: records whose lease outlasts ours replace ours (a store that

@@ -65,6 +65,9 @@ class EventKind(enum.Enum):
     ORIGIN_RELEASED = "origin_released"
     EDGE_ADDED = "edge_added"
     EDGE_REMOVED = "edge_removed"
+    # a manager saw the node fail (a proxied request, its heartbeat connection): every
+    # manager takes it out of routing and checks it itself (no state in the store)
+    NODE_SUSPECT = "node_suspect"
     RESYNC = "resync"
 
 
@@ -265,6 +268,10 @@ class ClusterStore(abc.ABC):
         """A new subscription to every event published from now on."""
 
     @abc.abstractmethod
+    @abc.abstractmethod
+    async def report_suspect(self, node_id: str) -> None:
+        """Tell every manager (NODE_SUSPECT) that this one saw `node_id` fail."""
+
     async def ping(self) -> None:
         """Return if the store answers; StoreUnavailable otherwise."""
 

@@ -229,6 +229,10 @@ class LocalStore(ClusterStore):
     async def _unsubscribe(self, subscription: QueueSubscription) -> None:
         self._subscriptions.discard(subscription)
 
+    async def report_suspect(self, node_id: str) -> None:
+        self._check_open()
+        self._publish(ClusterEvent(EventKind.NODE_SUSPECT, node_id=node_id))
+
     async def ping(self) -> None:
         self._check_open()
 

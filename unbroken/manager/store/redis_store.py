@@ -494,6 +494,12 @@ class RedisStore(ClusterStore):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESUBSCRIBE_MAX_S)
 
+    async def report_suspect(self, node_id: str) -> None:
+        self._check_open()
+        event = ClusterEvent(EventKind.NODE_SUSPECT, node_id=node_id)
+        with _translate_errors():
+            await self._redis.publish(self._channel, event.to_json())
+
     async def ping(self) -> None:
         self._check_open()
         with _translate_errors():
