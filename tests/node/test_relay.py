@@ -3,6 +3,7 @@ them without transcoding, and keep their viewers through an origin failure."""
 
 import asyncio
 import contextlib
+import signal
 import time
 
 import aiohttp
@@ -231,6 +232,29 @@ async def test_pull_ends_after_the_linger(start_node):
         assert time.monotonic() - left >= 0.4
         assert "brief" not in await streams(edge.url)
     finally:
+        await pub.stop()
+
+
+async def test_a_stopping_edge_ends_its_pulls_at_the_origin(start_node):
+    """SIGTERM of an edge with a pull live: the origin's session for that pull ends
+    while the edge stops (a WHEP DELETE), not ≈ 25 s later when ICE consent expires."""
+    origin = start_node("--role", "origin")
+    edge = edge_of(start_node, origin, linger="30", extra=("--drain-timeout", "0.5"))
+    pub = await publish(origin.url, "leaving", "vp8")
+    viewer = await WhepViewer(edge.url, "leaving").start()
+    try:
+        await viewer.wait_frames(10, 20)
+        assert (await streams(origin.url))["leaving"]["viewers"] == 1
+        edge.proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+
+        async def gone_at_origin():
+            return (await streams(origin.url))["leaving"]["viewers"] == 0
+
+        await wait_for(gone_at_origin, 4, "the pull's session to end at the origin")
+        assert time.monotonic() - stopped < 4
+    finally:
+        await viewer.stop()
         await pub.stop()
 
 

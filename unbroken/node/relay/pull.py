@@ -104,6 +104,7 @@ class Pull:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._session: UpstreamSession | None = None  # the upstream session feeding us
 
     # lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +169,9 @@ class Pull:
         finally:
             if self.peer is not None:
                 await self.peer.close("relay stopped")
+            if self._session is not None:  # stopped (a drain): end it upstream now, not
+                session, self._session = self._session, None  # at its consent's expiry
+                await self.client.end(session)
             self._set(PullState.ENDED)
             stream = self.host.streams.get(self.name)
             if stream is not None:
@@ -245,6 +249,7 @@ class Pull:
             return None
         self.peer = peer
         self.upstream = session.upstream
+        self._session = session
         if avoid is None:
             self.host.attach_source(stream, source)
         else:
@@ -350,7 +355,7 @@ class Pull:
                                                      "to": successor[1].upstream.url})
                 self._count_session(peer)
                 await peer.close("upstream drained")  # no longer the source: nobody hears it
-                self._in_background(self.client.end(session))
+                self._in_background(self.client.end(session))  # (_session: the successor's)
                 return successor
             reason = "the upstream drains and no other has the stream"
         if not no_viewers:
@@ -364,6 +369,7 @@ class Pull:
         if not no_viewers:
             self._set(PullState.CONNECTING)
         await peer.close(reason)  # detaches the source: viewers hear `inactive`
+        self._session = None
         self._in_background(self.client.end(session))
         return None
 
