@@ -123,6 +123,17 @@ def _loss_commands(tc: list[str], dev: str, percent: float) -> list[list[str]]:
     ]
 
 
+def _udp_block_commands(tc: list[str], dev: str) -> list[list[str]]:
+    """tc commands that drop every UDP packet leaving `dev` (an Ethernet device) and
+    let everything else (TCP: HTTP, server-sent events) through."""
+    # classic BPF: A = byte 23 (14-byte Ethernet header + the IPv4 protocol field);
+    # A == 17 (UDP) -> -1 (match: class 1:2, whose FIFO holds nothing: dropped); else 0
+    program = "4,48 0 0 23,21 0 1 17,6 0 0 4294967295,6 0 0 0"
+    return _loss_commands(tc, dev, 0)[:-1] + [
+        [*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "bpf",
+         "bytecode", program, "flowid", "1:2"]]
+
+
 def _used_subnets() -> set[int]:
     out = run("ip", "-4", "-o", "addr", "show").stdout
     return {int(m) for m in re.findall(rf"inet {re.escape(PREFIX)}\.(\d+)\.", out)}
@@ -176,6 +187,15 @@ class Link:
         for tc, dev in ((["tc"], self.root_if), (["tc", "-n", self.ns.name], self.ns_if)):
             run(*tc, "qdisc", "del", "dev", dev, "root", check=False)
             for cmd in _loss_commands(tc, dev, percent):
+                run(*cmd)
+
+    def block_udp(self) -> None:
+        """Every UDP packet on this path dropped, both directions (WebRTC media, ICE);
+        TCP still passes (HTTP, a session's server-sent events): a path where signaling
+        lives and media is silently gone. `unblock()` ends it."""
+        for tc, dev in ((["tc"], self.root_if), (["tc", "-n", self.ns.name], self.ns_if)):
+            run(*tc, "qdisc", "del", "dev", dev, "root", check=False)
+            for cmd in _udp_block_commands(tc, dev):
                 run(*cmd)
 
     def unblock(self) -> None:

@@ -16,7 +16,7 @@ from tests.node.test_relay import edge_of, session_events, streams, wait_for
 from unbroken.client import Publisher, sources
 from unbroken.client.framecode import counters_advance
 from unbroken.client.whep import WhepViewer
-from unbroken.node.relay.pull import KEEPALIVE_MS, SILENCE
+from unbroken.node.relay.pull import KEEPALIVE_MS, MEDIA_SILENCE, SILENCE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,3 +104,51 @@ async def test_origin_path_dies_silently_edge_viewer_keeps_its_session(start_nod
         await viewer.stop()
         await publisher.stop()
         far.kill()
+
+
+async def test_media_gone_while_events_flow_is_a_lost_upstream(start_node, netns):
+    """The origin's path drops every UDP packet but carries TCP: the upstream session's
+    events and keep-alives keep coming while no media does (as when an origin stops
+    sending to a pull it still has). The edge's media watchdog takes the upstream as lost
+    after MEDIA_SILENCE, pulls again (in vain while UDP is cut, then on the same origin)
+    and its viewer plays again on the same WHEP session."""
+    ns = netns("mu")
+    link = ns.add_link()
+    ns.set_default_route(link)
+    origin = nh.NodeInNetns(ns, link.ns_ip, "--role", "origin", "--log-level", "warning").start()
+    publisher = nh.CliClient("publish", origin.url, "mute", "--codec", "vp8",
+                             prefix=ns.argv(), name="ns-publisher")  # beside the origin
+    await publisher.start()
+    edge = edge_of(start_node, origin, linger="5")
+    viewer = None
+    try:
+        async def live_at_origin():
+            return (await streams(origin.url)).get("mute", {}).get("live", False)
+
+        await wait_for(live_at_origin, 20, "the stream live at the origin")
+        viewer = await WhepViewer(edge.url, "mute", audio=False).start()
+        await viewer.wait_frames(20, 20)
+        location = viewer.location
+        link.block_udp()
+        cut_at = time.monotonic()
+
+        async def lost():
+            return (await streams(edge.url))["mute"]["upstream"]["upstream_losses"] >= 1
+
+        await wait_for(lost, MEDIA_SILENCE + 3, "the edge taking the silent upstream as lost")
+        detected = time.monotonic() - cut_at
+        info = (await streams(edge.url))["mute"]["upstream"]
+        assert "no media" in (info["last_error"] or ""), info
+        link.unblock()
+        frames = viewer.frames
+        await viewer.wait_frames(frames + 30, 20)
+        assert viewer.location == location and viewer.connection_state == "connected"
+        print(f"\nmedia gone, events flowing: upstream lost after {detected:.2f} s "
+              f"(MEDIA_SILENCE {MEDIA_SILENCE} s)")
+        assert detected < MEDIA_SILENCE + 1.5, detected
+    finally:
+        link.unblock()
+        if viewer is not None:
+            await viewer.stop()
+        await publisher.stop()
+        origin.kill()

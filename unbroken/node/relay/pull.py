@@ -42,6 +42,11 @@ SWITCH_TIMEOUT = 1.0
 DRAIN_NOTICE_WAIT = 0.2
 UPSTREAM_DRAINING = "the upstream drains"
 VIEWER_CHECK_INTERVAL = 0.1  # s between two looks at a pulled stream's viewers
+# s without a media packet from an upstream that says the stream is live (its events and
+# keep-alives still come) after which the path's media is taken as lost: longer than an
+# origin takes to tell `inactive` when its publisher goes (its media timeout, 0.8 s)
+MEDIA_SILENCE = 2.0
+MEDIA_CHECK_INTERVAL = 0.1
 
 
 def retry_delay(failures: int) -> float:
@@ -334,18 +339,22 @@ class Pull:
         events = asyncio.create_task(self._read_events(peer, session))
         closed = asyncio.create_task(peer.closed.wait())
         lingered = asyncio.create_task(self._until_lingered())
+        silent = asyncio.create_task(self._until_media_silent(peer))
+        watched = (events, closed, lingered, silent)
         try:
-            await asyncio.wait({events, closed, lingered}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            finished = {t for t in (events, closed, lingered) if t.done()}
-            for task in (events, closed, lingered):
+            finished = {t for t in watched if t.done()}
+            for task in watched:
                 task.cancel()
-            await asyncio.gather(events, closed, lingered, return_exceptions=True)
+            await asyncio.gather(*watched, return_exceptions=True)
         no_viewers = lingered in finished
         if events in finished and not events.cancelled() and events.exception() is None:
             reason = events.result()
         elif closed in finished:
             reason = f"upstream connection {peer.connection_state}"
+        elif silent in finished:
+            reason = f"no media from the upstream for {MEDIA_SILENCE:g} s while it is live"
         else:
             reason = "no viewers"
         if reason == UPSTREAM_DRAINING:
@@ -372,6 +381,20 @@ class Pull:
         self._session = None
         self._in_background(self.client.end(session))
         return None
+
+    async def _until_media_silent(self, peer: PullPeer) -> None:
+        """Return once no media packet came for MEDIA_SILENCE while the pull is live (the
+        upstream's events say the stream is: a path that carries signaling but no media,
+        or an upstream that stopped sending to us)."""
+        last_count, last_at = -1, time.monotonic()
+        while True:
+            await asyncio.sleep(MEDIA_CHECK_INTERVAL)
+            count = _source_counts(peer.source)[0]
+            now = time.monotonic()
+            if count != last_count or self.state is not PullState.LIVE:
+                last_count, last_at = count, now
+            elif now - last_at >= MEDIA_SILENCE:
+                return
 
     async def _read_events(self, peer: PullPeer, session: UpstreamSession) -> str:
         """Mirror the upstream stream's `active`/`inactive` on ours; returns why the
