@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from unbroken.client.reattach import ReattachPolicy
-from unbroken.client.watchdogs import EventStreamWatch, StallWatchdog
+from unbroken.client.watchdogs import EventStreamWatch, FrameStallWatchdog, StallWatchdog
 from unbroken.protocol.faults import Fault
 
 pytestmark = pytest.mark.timeout(10)
@@ -52,6 +52,61 @@ async def test_a_paused_watchdog_and_an_async_sample_report_nothing_while_paused
     watchdog.paused = False
     await asyncio.wait_for(faults.arrived.wait(), 2)
     watchdog.stop()
+
+
+async def test_frames_that_stop_while_packets_arrive_ask_for_a_keyframe_then_fault():
+    frames, packets, faults, asked = [0], [0], Faults(), []
+
+    async def request_keyframe() -> None:
+        asked.append(time.monotonic())
+
+    watchdog = FrameStallWatchdog(Fault.FRAMES_STALLED, lambda: frames[0], lambda: packets[0],
+                                  0.4, request_keyframe, faults)
+    watchdog.start()
+    try:
+        for _ in range(10):  # both flow
+            frames[0] += 1
+            packets[0] += 2
+            await asyncio.sleep(0.02)
+        stopped_at = time.monotonic()
+        async with asyncio.timeout(2):
+            while not faults.seen:  # packets only
+                packets[0] += 2
+                await asyncio.sleep(0.02)
+        found_at = time.monotonic()
+        (name, last_frame), = faults.seen  # when the watchdog last saw frames grow
+        assert name == Fault.FRAMES_STALLED and last_frame <= stopped_at
+        assert 0.4 <= found_at - last_frame < 1.0
+        # keyframes asked for from half the window on, every quarter of it, before the fault
+        assert asked and asked[0] - last_frame >= 0.2 and asked[-1] < found_at
+        assert len(asked) <= 2 and all(b - a >= 0.1 for a, b in zip(asked, asked[1:]))
+    finally:
+        watchdog.stop()
+
+
+async def test_frames_and_packets_stopping_together_is_not_a_frame_stall():
+    """That is silence (the media-silence check's), or a paused stream."""
+    frames, packets, faults = [0], [0], Faults()
+
+    async def request_keyframe() -> None:
+        raise AssertionError("no keyframe request without packets")
+
+    watchdog = FrameStallWatchdog(Fault.FRAMES_STALLED, lambda: frames[0], lambda: packets[0],
+                                  0.2, request_keyframe, faults)
+    watchdog.start()
+    try:
+        for _ in range(5):
+            frames[0] += 1
+            packets[0] += 1
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # both stopped
+        watchdog.paused = True  # paused (stream inactive): packets without frames are fine
+        for _ in range(25):
+            packets[0] += 1
+            await asyncio.sleep(0.02)
+        assert not faults.seen
+    finally:
+        watchdog.stop()
 
 
 async def event_server(handler) -> tuple[web.AppRunner, str]:

@@ -310,8 +310,6 @@ async def test_hls_served_by_an_edge(start_node):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=False, reason="hangs about 1 run in 4 since the re-join changes "
-                   "(keyframe seeding, shared DTLS certificate): not diagnosed yet")
 async def test_loss_on_the_relay_hop_is_repaired(start_node):
     """An in-process edge drops every 15th video packet the origin sends it (once): its
     pull NACKs them and the origin resends them (RTX); the edge's viewer sees a clean

@@ -76,6 +76,10 @@ def add_play_parser(sub) -> None:
     d = RestoreOptions()
     p.add_argument("--media-silence-ms", type=int, default=d.media_silence_ms,
                    help=f"restore after this long without media (default {d.media_silence_ms})")
+    p.add_argument("--frame-stall-ms", type=int, default=d.frame_stall_ms,
+                   help="restore when video packets arrive but no frame is decoded this "
+                        f"long; a keyframe is asked for at half of it (default "
+                        f"{d.frame_stall_ms}; 0 = off)")
     p.add_argument("--inactive-timeout-ms", type=int, default=d.inactive_timeout_ms,
                    help="look elsewhere after the stream is inactive this long "
                         f"(default {d.inactive_timeout_ms})")
@@ -100,6 +104,7 @@ def _options(args) -> RestoreOptions:
         o.change_codec = args.change_codec
     else:
         o.media_silence_ms = args.media_silence_ms
+        o.frame_stall_ms = args.frame_stall_ms
         o.inactive_timeout_ms = args.inactive_timeout_ms
         o.transports = tuple(t.strip() for t in args.transports.split(",") if t.strip())
     o.validate()

@@ -36,6 +36,9 @@ class RestoreOptions:
     change_codec: bool = False
     # subscriber: no video/audio packet for this long → restore (0 = off)
     media_silence_ms: int = 700
+    # subscriber (decoding): video packets keep arriving but no frame is decoded this long
+    # → restore; a keyframe is asked for at half of it (0 = off)
+    frame_stall_ms: int = 1000
     # subscriber: stream inactive (publisher gone) this long → look for it elsewhere (seed 000)
     inactive_timeout_ms: int = 2000
     # watch the host's interfaces and default route; on a change, restore at once
@@ -62,6 +65,8 @@ class RestoreOptions:
             raise ValueError("jitter must be in [0, 1)")
         if self.reattach_ms < 0:
             raise ValueError("reattach_ms cannot be negative")
+        if self.frame_stall_ms < 0:
+            raise ValueError("frame_stall_ms cannot be negative")
         if self.missing_pings < 1 or not 50 <= self.ping_period_ms <= 60000:
             raise ValueError("missing_pings >= 1 and ping_period_ms in [50, 60000]")
         if self.bitrate_max_tries < 1 or self.bitrate_check_interval_ms < 20:

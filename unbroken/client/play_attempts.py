@@ -20,7 +20,7 @@ from .hls import HlsPlayer
 from .options import RestoreOptions
 from .recorder import EncodedRecorder
 from .signaling import Signaling
-from .watchdogs import StallWatchdog
+from .watchdogs import FrameStallWatchdog, StallWatchdog
 from .whep import WhepViewer
 
 __all__ = ["FrameCallback", "HlsPlayAttempt", "PlaySettings", "WebRtcPlayAttempt",
@@ -53,7 +53,8 @@ class WebRtcPlayAttempt(Attempt):
     """One WebRTC playback on one node (WHEP, or a play over the session channel).
 
     Faults: the connection failing, the node going silent, media silence (extended while
-    the node is still heard from: the break is upstream), the stream staying inactive
+    the node is still heard from: the break is upstream), frames stalled while video
+    packets still arrive (a keyframe is asked for first), the stream staying inactive
     longer than `inactive_timeout_ms`, the publisher showing up on another URL (seed 000),
     and the node asking us to move."""
 
@@ -78,6 +79,14 @@ class WebRtcPlayAttempt(Attempt):
         self.run_in_background(self.follow_frames(lambda: self.viewer.frames))
         if s.options.media_silence_ms:
             self._watch_silence(s.options.media_silence_ms / 1000)
+        if s.options.frame_stall_ms and s.decode:
+            viewer = self.viewer
+            stalls = FrameStallWatchdog(Fault.FRAMES_STALLED, lambda: viewer.frames,
+                                        lambda: viewer.video_packets,
+                                        s.options.frame_stall_ms / 1000,
+                                        viewer.request_keyframe, self.report_fault)
+            stalls.paused = self._inactive_since is not None
+            self.watch(stalls)
 
     def _media_flows(self) -> bool:
         """Media arrived within the silence window (1 s when that check is off)."""
@@ -121,7 +130,7 @@ class WebRtcPlayAttempt(Attempt):
 
     def _set_silence_paused(self, paused: bool) -> None:
         for watchdog in self.watchdogs():
-            if isinstance(watchdog, StallWatchdog):
+            if isinstance(watchdog, (StallWatchdog, FrameStallWatchdog)):
                 watchdog.paused = paused
 
     async def _unpublished_after_timeout(self) -> None:

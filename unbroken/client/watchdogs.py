@@ -15,7 +15,7 @@ from unbroken.protocol.faults import Fault
 
 from .reattach import ReattachPolicy
 
-__all__ = ["EventStreamWatch", "FaultCallback", "StallWatchdog"]
+__all__ = ["EventStreamWatch", "FaultCallback", "FrameStallWatchdog", "StallWatchdog"]
 
 log = logging.getLogger("unbroken.client.watchdogs")
 
@@ -67,6 +67,68 @@ class StallWatchdog:
                     self.on_fault(self.name, self.last_growth_at)
                     return
             last = value
+
+
+class FrameStallWatchdog:
+    """A picture that stopped while its packets still arrive: loss the receiver could not
+    repair, a keyframe that never comes, a decoder that gives nothing. Counting packets
+    (StallWatchdog) does not see it. No new frame for `stall / 2` while video packets
+    keep coming → `request_keyframe()` (again every `stall / 4`); for `stall` →
+    `on_fault(name, last_frame_at)`. Without video packets it stays quiet: silence is
+    the media-silence check's, a publisher's pause the node's `inactive`."""
+
+    def __init__(self, name: str, frames: Callable[[], int], packets: Callable[[], int],
+                 stall: float, request_keyframe: Callable[[], Awaitable[object]],
+                 on_fault: FaultCallback) -> None:
+        self.name = name
+        self.frames = frames
+        self.packets = packets
+        self.stall = stall
+        self.request_keyframe = request_keyframe
+        self.on_fault = on_fault
+        self.interval = max(0.02, stall / 10)
+        self.paused = False
+        self.keyframe_requests = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        frames, packets = self.frames(), self.packets()
+        last_frame_at = last_packet_at = time.monotonic()
+        asked_at: float | None = None
+        while True:
+            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            new_frames, new_packets = self.frames(), self.packets()
+            if new_packets > packets:
+                last_packet_at = now
+            if new_frames > frames or self.paused:
+                last_frame_at, asked_at = now, None
+            frames, packets = new_frames, new_packets
+            stalled = now - last_frame_at
+            # packets came since the last frame, and still come
+            flowing = last_packet_at > last_frame_at and now - last_packet_at < self.stall / 2
+            if not flowing or stalled < self.stall / 2:
+                continue
+            if stalled >= self.stall:
+                log.info("frames stalled", extra={"after": round(stalled, 3),
+                                                  "keyframe_requests": self.keyframe_requests})
+                self.on_fault(self.name, last_frame_at)
+                return
+            if asked_at is None or now - asked_at >= self.stall / 4:
+                asked_at = now
+                self.keyframe_requests += 1
+                try:
+                    await self.request_keyframe()
+                except Exception as exc:  # noqa: BLE001 - a closing session: the fault follows
+                    log.debug("keyframe request failed", extra={"error": repr(exc)})
 
 
 class EventStreamWatch:

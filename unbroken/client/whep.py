@@ -8,7 +8,9 @@ NACKs or PLIs.
 
 Both modes count packets through a private aiortc hook
 (``rtc_internals.tap_received_rtp``, whose ``check_hooks`` fails loudly if it
-disappears; aiortc is pinned).
+disappears; aiortc is pinned). A decoding viewer's video receiver recovers from loss
+with ``jitter.py``: NACKs asked again, and a jitter buffer that gives up on a lost packet
+after a while (asks for a keyframe, goes on from it) instead of after 512 packets.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from typing import Callable
 
 import av
 from aiortc import RTCPeerConnection
+from aiortc.codecs import depayload
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from unbroken.client.framecode import read_counter
+from unbroken.client.jitter import RetryingNackGenerator, VideoJitterBuffer
 from unbroken.media import rtc_internals
+from unbroken.media.keyframe import keyframe_detector
 from unbroken.client.whip import OfferAnswerSession, WhipError
 from unbroken.protocol.whip_whep import WAIT_LIVE_MS
 
@@ -42,8 +48,10 @@ class WhepViewer(OfferAnswerSession):
     ``counters``: framecode values of the last decoded frames (None when
     unreadable); ``arrivals``: their ``time.monotonic()``; ``first_frame_at``;
     ``audio_frames``; ``packets``/``bytes`` (RTP payload bytes, audio and
-    video); ``codec``: the video mime type, from the answer and then from
-    the payload type of the packets received.
+    video); ``video_packets`` (video media packets, retransmissions left out);
+    ``codec``: the video mime type, from the answer and then from
+    the payload type of the packets received; ``jitter``/``nacks``: the decoding video
+    receiver's jitter buffer and NACK generator (their figures).
     ``on_frame(frame, counter)`` is called for each decoded video frame;
     ``on_receivers(pc)`` once the receivers exist, before the offer (e.g.
     ``EncodedRecorder.attach``).
@@ -72,6 +80,12 @@ class WhepViewer(OfferAnswerSession):
         self.audio_frames = 0
         self.packets = 0
         self.bytes = 0
+        self.video_packets = 0
+        self.video_ssrc: int | None = None
+        self.jitter: VideoJitterBuffer | None = None
+        self.nacks: RetryingNackGenerator | None = None
+        self._video_receiver = None
+        self._codec_parameters: dict[int, RTCRtpCodecParameters] = {}
         self.counters: deque[int | None] = deque(maxlen=HISTORY)
         self.arrivals: deque[float] = deque(maxlen=HISTORY)
         self.first_frame_at: float | None = None
@@ -118,8 +132,19 @@ class WhepViewer(OfferAnswerSession):
         return recent / window
 
     def stats(self) -> dict:
-        return dict(frames=self.frames, packets=self.packets, bytes=self.bytes,
-                    audio_frames=self.audio_frames, fps=self.fps(), codec=self.codec)
+        figures = dict(frames=self.frames, packets=self.packets, bytes=self.bytes,
+                       audio_frames=self.audio_frames, fps=self.fps(), codec=self.codec)
+        if self.jitter is not None:
+            figures.update(holes_skipped=self.jitter.skips,
+                           keyframe_requests=self.jitter.keyframe_requests)
+        return figures
+
+    async def request_keyframe(self) -> bool:
+        """Send a PLI for the video (decoding viewers, once video arrived); False if not."""
+        if self._video_receiver is None or self.video_ssrc is None:
+            return False
+        await rtc_internals.send_pli(self._video_receiver, self.video_ssrc)
+        return True
 
     def _add_transceivers(self, pc: RTCPeerConnection) -> None:
         rtc_internals.check_hooks()
@@ -127,10 +152,32 @@ class WhepViewer(OfferAnswerSession):
         for kind in kinds:
             receiver = pc.addTransceiver(kind, direction="recvonly").receiver
             rtc_internals.tap_received_rtp(receiver, self._rtp_counter(kind), self.decode)
+            if kind == "video" and self.decode:
+                self._recover_losses(receiver)
         if self.decode:
             pc.on("track", self._consume)
         if self.on_receivers:
             self.on_receivers(pc)
+
+    def _recover_losses(self, receiver) -> None:
+        self._video_receiver = receiver
+        self.nacks = RetryingNackGenerator()
+        self.jitter = VideoJitterBuffer(self._depayload, self._is_keyframe_start,
+                                        on_skip=self.nacks.forget_before)
+        rtc_internals.use_nack_generator(receiver, self.nacks)
+        rtc_internals.use_video_jitter_buffer(receiver, self.jitter)
+
+    def _depayload(self, packet: RtpPacket) -> bytes:
+        codec = self._codec_parameters.get(packet.payload_type)
+        if codec is None:
+            mime = self.video_codecs.get(packet.payload_type, "video/unknown")
+            codec = self._codec_parameters[packet.payload_type] = RTCRtpCodecParameters(
+                mimeType=mime, clockRate=90000, payloadType=packet.payload_type)
+        return depayload(codec, packet.payload) if packet.payload else b""
+
+    def _is_keyframe_start(self, packet: RtpPacket) -> bool:
+        detector = keyframe_detector(self.video_codecs.get(packet.payload_type, ""))
+        return detector is not None and detector(packet.payload)
 
     def _rtp_counter(self, kind: str) -> Callable[[RtpPacket], None]:
         """Counts each received RTP packet of `kind` (and, without decoding, its frames)."""
@@ -142,6 +189,8 @@ class WhepViewer(OfferAnswerSession):
                 mime = self.video_codecs.get(packet.payload_type)  # None for RTX
                 if mime is not None:
                     self.codec = mime
+                    self.video_packets += 1
+                    self.video_ssrc = packet.ssrc
                     if packet.marker and not self.decode:
                         self._video_frame_arrived(None)
             elif not self.decode:

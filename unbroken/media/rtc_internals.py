@@ -744,3 +744,31 @@ def tee_decoder_queue(receiver: RTCRtpReceiver, on_frame: FrameTap) -> None:
     decoder (call before the receiver starts)."""
     receiver._RTCRtpReceiver__decoder_queue = _DecoderQueueTee(
         receiver._RTCRtpReceiver__decoder_queue, on_frame)
+
+
+# The SDK viewer's loss recovery (unbroken.client.jitter): its own video jitter buffer and
+# NACK generator on a decoding receiver. Listed here, apart from the tables above, so that
+# the hooks of media/ and of the client do not meet in one edit.
+HOOKS += (
+    (RTCRtpReceiver, "__nack_generator", "use_nack_generator: the SDK viewer's NACK retries"),
+)
+CALL_SHAPES += (
+    (RTCRtpReceiver, "if self.__nack_generator is not None and self.__nack_generator.add(packet):",
+     "the NACK generator's add(packet) -> bool says when to NACK"),
+    (RTCRtpReceiver, "packet.ssrc, sorted(self.__nack_generator.missing)",
+     "a NACK lists the generator's `missing`"),
+    (RTCRtpReceiver, "if pli_flag:\n            await self._send_rtcp_pli(packet.ssrc)",
+     "the jitter buffer's pli_flag makes the receiver send a PLI"),
+)
+__all__ += ["use_nack_generator", "use_video_jitter_buffer"]
+
+
+def use_video_jitter_buffer(receiver: RTCRtpReceiver, buffer: Any) -> None:
+    """Let `buffer` (``add(packet) -> (pli_flag, JitterFrame | None)``) assemble the
+    frames of a video receiver, in place of aiortc's jitter buffer."""
+    receiver._RTCRtpReceiver__jitter_buffer = buffer
+
+
+def use_nack_generator(receiver: RTCRtpReceiver, generator: Any) -> None:
+    """Let `generator` (an aiortc ``NackGenerator``) say when a video receiver NACKs."""
+    receiver._RTCRtpReceiver__nack_generator = generator

@@ -16,6 +16,7 @@ class Fault(StrEnum):
 
     BITRATE_ZERO = "bitrate_zero"  # publisher: outbound bytes stopped (seed 004)
     MEDIA_SILENCE = "media_silence"  # player: no media for a while
+    FRAMES_STALLED = "frames_stalled"  # player: video packets arrive, no frame is decoded
     UNPUBLISHED = "unpublished"  # player: the stream stayed inactive
     PUBLISHER_MOVED = "publisher_moved"  # player: the stream is live on another node
     NODE_DRAINING = "node_draining"  # the node asked us to move (drain)

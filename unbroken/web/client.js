@@ -305,6 +305,7 @@ class PlayAttempt extends Attempt {
     }
     this._followFrames();
     if (this.options.mediaSilenceMs) this._watchSilence(this.options.mediaSilenceMs);
+    if (this.options.frameStallMs) this._watchFrames(this.options.frameStallMs);
   }
 
   /** Frames decoded (getStats) within the silence window (1 s when that check is off). */
@@ -330,6 +331,40 @@ class PlayAttempt extends Attempt {
       } catch { /* closing */ } finally { busy = false; }
     };
     let stopFirst = this.every(FIRST_MEDIA_POLL_MS, poll);
+  }
+
+  /** Frames stopped while video packets still arrive (loss that was not repaired, a
+   * keyframe that never came): the silence check counts packets and misses it. The
+   * browser asks for keyframes (PLI) itself; after `stallMs` it is a fault. */
+  _watchFrames(stallMs) {
+    const pc = this.session.pc;
+    let frames = -1;
+    let packets = -1;
+    let lastFrameAt = now();
+    let lastPacketAt = lastFrameAt;
+    let busy = false;
+    const stop = this.every(Math.max(20, stallMs / 10), async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        let f = 0;
+        let p = 0;
+        (await pc.getStats()).forEach((s) => {
+          if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+          f += s.framesDecoded || 0;
+          p += s.packetsReceived || 0;
+        });
+        const t = now();
+        if (p > packets) lastPacketAt = t;
+        if (f > frames || this._inactiveSince !== null) lastFrameAt = t;
+        frames = Math.max(frames, f);
+        packets = Math.max(packets, p);
+        if (lastPacketAt > lastFrameAt && t - lastPacketAt < stallMs / 2 && t - lastFrameAt >= stallMs) {
+          stop();
+          this.reportFault(FAULTS.FRAMES_STALLED, lastFrameAt);
+        }
+      } catch { /* closing: its connection state reports it */ } finally { busy = false; }
+    });
   }
 
   _watchSilence(windowMs) {

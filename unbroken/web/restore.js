@@ -16,6 +16,7 @@ export const STREAM_STATES = Object.freeze(['PUBLISHING', 'UNPUBLISHED', 'PLAYIN
 export const FAULTS = Object.freeze({
   BITRATE_ZERO: 'bitrate_zero',
   MEDIA_SILENCE: 'media_silence',
+  FRAMES_STALLED: 'frames_stalled',
   UNPUBLISHED: 'unpublished',
   PUBLISHER_MOVED: 'publisher_moved',
   NODE_DRAINING: 'node_draining',
@@ -72,6 +73,9 @@ export const RESTORE_DEFAULTS = Object.freeze({
   changeCodec: false,
   /** subscriber: no video/audio packet for this long → restore (0 = off) */
   mediaSilenceMs: 700,
+  /** subscriber: video packets keep arriving but no frame is decoded this long → restore
+   * (the browser asks for keyframes itself meanwhile; 0 = off) */
+  frameStallMs: 1000,
   /** subscriber: stream inactive (publisher gone) this long → look for it elsewhere */
   inactiveTimeoutMs: 2000,
   /** online/offline and navigator.connection changes → restore at once */
@@ -109,6 +113,7 @@ export function restoreOptions(given = {}) {
   if (o.timeoutMs < 0 || o.backoffMs.some((b) => b < 0)) throw new RangeError('retry waits cannot be negative');
   if (!(o.jitter >= 0 && o.jitter < 1)) throw new RangeError('jitter must be in [0, 1)');
   if (!(o.reattachMs >= 0)) throw new RangeError('reattachMs cannot be negative');
+  if (!(o.frameStallMs >= 0)) throw new RangeError('frameStallMs cannot be negative');
   if (o.missingPings < 1 || o.pingPeriodMs < 50 || o.pingPeriodMs > 60000) {
     throw new RangeError('missingPings >= 1 and pingPeriodMs in [50, 60000]');
   }

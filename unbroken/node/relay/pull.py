@@ -416,8 +416,9 @@ class Pull:
                     return UPSTREAM_DRAINING
                 elif event == SseEvent.RECONNECT:
                     # a drain's `reconnect` comes with `node_draining` right behind it
-                    try:
-                        following = await asyncio.wait_for(anext(events), DRAIN_NOTICE_WAIT)
+                    try:  # asyncio.timeout, not wait_for: see UpstreamClient.events
+                        async with asyncio.timeout(DRAIN_NOTICE_WAIT):
+                            following = await anext(events)
                     except (asyncio.TimeoutError, StopAsyncIteration, UpstreamGone):
                         following = None
                     if following == SseEvent.NODE_DRAINING:

@@ -133,7 +133,10 @@ class UpstreamClient:
                 if response.status != 200:
                     raise UpstreamGone(f"events: HTTP {response.status}")
                 while True:
-                    line = await asyncio.wait_for(response.content.readline(), silence)
+                    # not asyncio.wait_for: on Python 3.11 it returns a line that is already
+                    # read and drops a cancel that came meanwhile (the pull then never stops)
+                    async with asyncio.timeout(silence):
+                        line = await response.content.readline()
                     if not line:
                         raise UpstreamGone("the upstream ended the session")
                     text = line.decode(errors="replace").strip()
