@@ -12,7 +12,8 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from unbroken.client.jitter import RetryingNackGenerator, VideoJitterBuffer
+from unbroken.client.jitter import VideoJitterBuffer
+from unbroken.media.nack import RetryingNackGenerator
 from unbroken.media.keyframe import keyframe_detector
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)

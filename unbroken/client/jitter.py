@@ -6,8 +6,9 @@ packet whose NACK or retransmission was lost just as the loss ended is never ask
 again), and its video jitter buffer holds every frame behind a missing packet until 512
 newer packets have arrived, asking for no keyframe meanwhile. Here:
 
-- `RetryingNackGenerator` asks again for what is still missing, every
-  `NACK_RETRY_INTERVAL`, on the next packet that arrives;
+- `RetryingNackGenerator` (unbroken.media.nack, the node's ingest uses it too) asks
+  again for what is still missing, every `NACK_RETRY_INTERVAL`, on the next packet that
+  arrives;
 - `VideoJitterBuffer` assembles frames as aiortc's does, but a missing packet may hold the
   frames behind it only `HOLE_WAIT`: then it asks for a keyframe (PLI, again every
   `PLI_INTERVAL`) and goes on from the first complete keyframe past the hole (frames in
@@ -23,54 +24,18 @@ import time
 from collections.abc import Callable
 
 from aiortc.jitterbuffer import JitterFrame
-from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 
-__all__ = ["HOLE_WAIT", "NACK_RETRY_INTERVAL", "PLI_INTERVAL", "RetryingNackGenerator",
-           "VideoJitterBuffer"]
+from unbroken.media.nack import behind
 
-NACK_RETRY_INTERVAL = 0.1  # s between NACKs for packets still missing
+__all__ = ["HOLE_WAIT", "PLI_INTERVAL", "VideoJitterBuffer"]
+
 HOLE_WAIT = 0.3  # s a missing packet may hold the frames behind it before a keyframe is asked for
 PLI_INTERVAL = 0.5  # s between keyframe requests while frames are still held
 CAPACITY = 512  # packets held at most (aiortc's video jitter buffer holds as many)
 MAX_MISORDER = 100  # a packet further behind than this means the sequence started over
 
 Clock = Callable[[], float]
-
-
-def _behind(seq: int, ref: int) -> bool:
-    """`seq` comes before `ref` (16-bit sequence numbers)."""
-    return seq != ref and (ref - seq) & 0xFFFF < 0x8000
-
-
-class RetryingNackGenerator(NackGenerator):
-    """aiortc's NACK generator (`missing`, within its 128-packet window), which also says
-    "send a NACK" when packets are still missing and the last NACK is
-    `retry_interval` old. aiortc's receiver then NACKs every missing packet."""
-
-    def __init__(self, retry_interval: float = NACK_RETRY_INTERVAL,
-                 clock: Clock = time.monotonic) -> None:
-        super().__init__()
-        self.retry_interval = retry_interval
-        self.clock = clock
-        self.retries = 0  # NACKs sent again for packets asked for before
-        self._last_nack = float("-inf")
-
-    def add(self, packet: RtpPacket) -> bool:
-        missed = super().add(packet)
-        if not self.missing:
-            return missed
-        now = self.clock()
-        if missed or now - self._last_nack >= self.retry_interval:
-            if not missed:
-                self.retries += 1
-            self._last_nack = now
-            return True
-        return False
-
-    def forget_before(self, seq: int) -> None:
-        """Stop asking for packets before `seq` (the jitter buffer went on without them)."""
-        self.missing = {s for s in self.missing if not _behind(s, seq)}
 
 
 class VideoJitterBuffer:

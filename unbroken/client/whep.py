@@ -28,9 +28,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from unbroken.client.framecode import read_counter
-from unbroken.client.jitter import RetryingNackGenerator, VideoJitterBuffer
+from unbroken.client.jitter import VideoJitterBuffer
 from unbroken.media import rtc_internals
 from unbroken.media.keyframe import keyframe_detector
+from unbroken.media.nack import RetryingNackGenerator
 from unbroken.client.whip import OfferAnswerSession, WhipError
 from unbroken.protocol.whip_whep import WAIT_LIVE_MS
 

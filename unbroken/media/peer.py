@@ -18,6 +18,7 @@ from aiortc.rtp import HeaderExtensionsMap
 
 from . import fastpath, rtc_internals
 from .downtrack import DownTrack
+from .nack import RetryingNackGenerator
 from .packet import OutputProfile
 from .receiver import TrackReceiver
 from .stream import Source, Stream
@@ -88,6 +89,8 @@ def tap_ingest(transceiver, codecs: list[RTCRtpCodecParameters],
         transceiver.kind, {c.payloadType: c for c in codecs}, codecs[0], send_pli)
     track_receiver.on_first_packet = on_first_packet
     rtc_internals.tap_receiver(rtc_receiver, track_receiver.handle_rtp)
+    if transceiver.kind == "video":  # a packet whose NACK was lost is asked for again
+        rtc_internals.use_nack_generator(rtc_receiver, RetryingNackGenerator())
 
     async def on_rtcp(packet) -> None:
         track_receiver.handle_sender_report(packet)
