@@ -58,7 +58,7 @@ async def main() -> None:
         sys.exit("py-spy not found: pip install py-spy")
     setup = Setup(Server.node())
     try:
-        await setup.start()
+        await setup.start(idle_window=0)
         await setup.add_load_viewers(args.viewers)
         await asyncio.sleep(1.0)
         user0, sys0 = setup.server.cpu()

@@ -723,6 +723,9 @@ async def test_healthz_and_metrics(srv, http):
     path = health["forwarding"]
     assert values[f'unbroken_forwarding_path{{path="{path}"}}'] == 1
     assert "unbroken_forwarded_packets" in values and "unbroken_forwarded_bytes" in values
+    # every session's ICE consent, checked node-wide (unbroken.media.consent)
+    assert values["unbroken_ice_consent_checks_total"] >= 0
+    assert "unbroken_ice_consent_expired_total" in values
     assert re.search(r"^# TYPE unbroken_sessions_created(_total)? counter$", text, re.M)
     await viewer.delete()
     await publisher.delete()

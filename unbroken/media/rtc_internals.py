@@ -59,17 +59,18 @@ from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from .consent import ConsentFreshness
 from .udp_mux import UdpMux
 
 __all__ = [
     "HOOKS", "MissingHook", "NativePacketWriter", "PacketWriter", "SharedCertificate",
-    "SilentTrack", "cache_host_addresses", "check_hooks", "new_peer_connection",
-    "shared_certificate", "srtp_context_address", "srtp_protect_address",
-    "negotiated_codecs", "negotiated_header_extensions", "restrict_answer_codecs",
-    "quiet_sender_rtcp", "send_pli", "udp_mux", "use_udp_mux", "sender_cname", "sender_report", "sender_rtx_ssrc",
-    "sender_ssrc",
-    "take_over_sender_rtcp", "tap_receiver", "wrap_receiver_rtcp",
-    "tap_received_rtp", "tee_decoder_queue",
+    "SilentTrack", "cache_host_addresses", "check_hooks", "consent_freshness",
+    "negotiated_codecs", "negotiated_header_extensions", "new_peer_connection",
+    "quiet_sender_rtcp", "restrict_answer_codecs", "send_pli", "sender_cname",
+    "sender_report", "sender_rtx_ssrc", "sender_ssrc", "shared_certificate",
+    "srtp_context_address", "srtp_protect_address", "take_over_sender_rtcp",
+    "tap_receiver", "tap_received_rtp", "tee_decoder_queue", "udp_mux",
+    "use_consent_freshness", "use_udp_mux", "wrap_receiver_rtcp",
 ]
 
 log = logging.getLogger("unbroken.media.rtc_internals")
@@ -109,6 +110,8 @@ HOOKS: tuple[tuple[type, str, str], ...] = (
     (RTCIceTransport, "_connection", "PacketWriter: the ICE connection"),
     (Connection, "_nominated", "PacketWriter: the nominated candidate pair"),
     (Connection, "_protocols", "use_udp_mux: the connection's host candidates' protocols"),
+    (Connection, "query_consent", "use_consent_freshness: the per-connection consent task"),
+    (Connection, "_query_consent_task", "use_consent_freshness: what close() cancels"),
     (CandidatePair, "protocol", "PacketWriter: the pair's UDP protocol"),
     (CandidatePair, "remote_addr", "PacketWriter: the pair's remote address"),
     (selector_events._SelectorTransport, "_sock", "PacketWriter: the UDP socket"),
@@ -133,6 +136,8 @@ CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
      "ICE gathering asks the module's get_host_addresses (cache_host_addresses)"),
     (aioice.ice.StunProtocol, "self.receiver.data_received(data, self.local_candidate.component)",
      "what is not STUN goes to the connection (_demuxed_datagram_received)"),
+    (Connection, "self._query_consent_task = asyncio.create_task(self.query_consent())",
+     "consent checks run as the task of query_consent() (use_consent_freshness)"),
     (Connection, "async def get_component_candidates(\n        self, component: int, addresses: list[str], timeout: int = 5",
      "host candidates are gathered per component and address (use_udp_mux)"),
 )
@@ -345,6 +350,35 @@ def use_udp_mux(mux: UdpMux | None) -> None:
     _udp_mux = mux
     Connection.get_component_candidates = (_muxed_component_candidates if mux is not None
                                            else _component_candidates)
+
+
+_query_consent = Connection.query_consent
+_consent: ConsentFreshness | None = None
+
+
+async def _node_query_consent(self: Connection) -> None:
+    """The connection's consent task: its checks are done by the process's
+    ConsentFreshness; this waits until consent expires, then closes as aioice does."""
+    checker = _consent
+    if checker is None:
+        return await _query_consent(self)
+    await checker.hold(self, lambda: list(self._nominated.values()))
+    log.info("consent to send expired", extra={"ice_ufrag": self.local_username})
+    self._query_consent_task = None  # close() must not cancel the task it runs in
+    await self.close()
+
+
+def consent_freshness() -> ConsentFreshness | None:
+    """The checker new connections use (use_consent_freshness), if any."""
+    return _consent
+
+
+def use_consent_freshness(checker: ConsentFreshness | None) -> None:
+    """Check the consent of every new connection with `checker` (a node: one timer for
+    all sessions); None: one task per connection, as aioice does (the SDK)."""
+    global _consent
+    _consent = checker
+    Connection.query_consent = _node_query_consent if checker is not None else _query_consent
 
 
 _host_addresses = aioice.ice.get_host_addresses

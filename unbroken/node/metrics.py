@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from unbroken.media.fastpath import PATH
+from unbroken.media.rtc_internals import consent_freshness
 
 
 class NodeMetrics:
@@ -44,6 +45,17 @@ class NodeMetrics:
                 yield GaugeMetricFamily("unbroken_forwarded_bytes",
                                         "RTP payload bytes sent to subscribers of live sessions",
                                         value=octets)
+                consent = consent_freshness()
+                if consent is not None:
+                    yield CounterMetricFamily("unbroken_ice_consent_checks",
+                                              "ICE consent requests sent (RFC 7675)",
+                                              value=consent.sent)
+                    yield CounterMetricFamily("unbroken_ice_consent_failures",
+                                              "ICE consent requests unanswered or refused",
+                                              value=consent.failed)
+                    yield CounterMetricFamily("unbroken_ice_consent_expired",
+                                              "Sessions closed because consent expired",
+                                              value=consent.expired)
 
         self.registry.register(Live())
 

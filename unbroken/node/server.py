@@ -10,7 +10,9 @@ import signal
 from aiohttp import web
 
 from unbroken.media.fastpath import PATH
-from unbroken.media.rtc_internals import cache_host_addresses, check_hooks, use_udp_mux
+from unbroken.media.consent import ConsentFreshness
+from unbroken.media.rtc_internals import (cache_host_addresses, check_hooks, use_consent_freshness,
+                                          use_udp_mux)
 from unbroken.media.udp_mux import UdpMux
 
 from .app import create_app
@@ -45,6 +47,10 @@ async def serve(config: NodeConfig) -> None:
     # every session's ICE on one shared socket per address (the process is only a node)
     mux = UdpMux(config.ice_udp_port) if config.ice_udp_port >= 0 else None
     use_udp_mux(mux)
+    # every session's consent checks (RFC 7675) on one timer, not a task each
+    consent = ConsentFreshness()
+    consent.start()
+    use_consent_freshness(consent)
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -60,6 +66,8 @@ async def serve(config: NodeConfig) -> None:
     # behind a manager, clients go back to it (relative paths resolve against it)
     await drain(app, None, "/ws" if config.manager else None)
     await runner.cleanup()
+    use_consent_freshness(None)
+    await consent.stop()
     if mux is not None:
         use_udp_mux(None)
         mux.close()
