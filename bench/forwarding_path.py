@@ -130,6 +130,25 @@ async def measure_baseline(n: int, sink, transport, packets) -> float:
     return spent / (PACKETS * n) * 1e6
 
 
+def measure_send_floor(n: int, sink, packets) -> float:
+    """What the kernel alone charges the sender: the same-sized datagrams, ready-made, sent
+    with one plain `sendto` each (loopback also runs the receiving side in the sender's
+    system call)."""
+    addr = sink.getsockname()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    datagram = bytes(12 + 12 + len(packets[1].payload) + 10)  # header, extensions, payload, tag
+    spent = 0.0
+    for _ in packets:
+        start = time.process_time()
+        for _ in range(n):
+            sender.sendto(datagram, addr)
+        spent += time.process_time() - start
+        drain(sink)
+    sender.close()
+    return spent / (PACKETS * n) * 1e6
+
+
 async def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 1, 16 only")
@@ -149,11 +168,13 @@ async def main() -> dict:
                   if fastpath.BATCH is not None else None)
         python = await measure_node_path(n, sink, transport, packets, False)
         base = await measure_baseline(n, sink, transport, packets)
+        floor = measure_send_floor(n, sink, packets)
         node = native if native is not None else python
         rows.append({"subscribers": n, "node_us_per_packet": round(node, 2),
                      "native_us_per_packet": round(native, 2) if native else None,
                      "python_us_per_packet": round(python, 2),
                      "baseline_us_per_packet": round(base, 2),
+                     "send_floor_us_per_packet": round(floor, 2),
                      "speedup": round(base / node, 2)})
     transport.close()
     sink.close()
@@ -174,7 +195,8 @@ if __name__ == "__main__":
     results = asyncio.run(main())
     print(table([("subscribers", "N"), ("native_us_per_packet", "native µs/pkt"),
                  ("python_us_per_packet", "python µs/pkt"),
-                 ("baseline_us_per_packet", "aiortc pieces µs/pkt"), ("speedup", "×")],
+                 ("baseline_us_per_packet", "aiortc pieces µs/pkt"), ("speedup", "×"),
+                 ("send_floor_us_per_packet", "sendto alone µs/pkt")],
                 results["rows"]), file=sys.stderr)
     summary = results["summary"]
     print(f"marginal ({results['forwarding_path']} path): "

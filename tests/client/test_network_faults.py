@@ -244,3 +244,46 @@ async def test_publisher_restores_after_network_change(netns, start_node, client
         await frames_grow(subscriber, 30, 6)
         await no_failure_for(publisher, 0.5, index)
         print(f"viewer restores meanwhile: {[r.fault for r in subscriber.restores]}")
+
+
+SIGNATURE_SCRIPT = """
+import asyncio, json
+from pyroute2 import AsyncIPRoute
+from unbroken.client.network import path_signature
+
+async def main():
+    async with AsyncIPRoute() as ipr:
+        print(json.dumps(await path_signature(ipr)))
+
+asyncio.run(main())
+"""
+
+
+def signature_in(ns: nh.Netns) -> list:
+    """The namespace's path signature, as a client inside it computes it."""
+    out = nh.run(*ns.argv(sys.executable, "-c", SIGNATURE_SCRIPT), timeout=20)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.timeout(60)
+def test_only_the_uplink_is_the_network_path(netns):
+    """A link that carries no default route (a container's veth, a bridge) coming,
+    changing or going is not a network change; the default route moving is, and so is
+    an address of the interface it goes out of."""
+    ns = netns("sig")
+    first = ns.add_link()
+    ns.set_default_route(first)
+    before = signature_in(ns)
+    assert [first.ns_ip] == [a[0] for a in before[1]]  # the uplink's address only
+
+    second = ns.add_link()  # a side link, with an address: no change
+    assert signature_in(ns) == before
+    ns.remove_address(second)
+    assert signature_in(ns) == before
+
+    nh.run("ip", "-n", ns.name, "addr", "add", f"{second.ns_ip}/24", "dev", second.ns_if)
+    ns.set_default_route(second)  # Wi-Fi → LTE
+    moved = signature_in(ns)
+    assert moved != before and [second.ns_ip] == [a[0] for a in moved[1]]
+    nh.run("ip", "-n", ns.name, "addr", "add", "10.250.250.2/24", "dev", second.ns_if)
+    assert signature_in(ns) != moved  # the uplink got another address (DHCP)

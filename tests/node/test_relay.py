@@ -309,7 +309,7 @@ async def test_hls_served_by_an_edge(start_node):
         await pub.stop()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(75)
 @pytest.mark.parametrize("first_retransmission_lost", [False, True],
                          ids=["lost-once", "retransmission-lost-too"])
 async def test_loss_on_the_relay_hop_is_repaired(start_node, first_retransmission_lost):
@@ -373,16 +373,23 @@ async def test_loss_on_the_relay_hop_is_repaired(start_node, first_retransmissio
     viewer = None
     try:
         viewer = await WhepViewer(edge_url, "lossy", audio=False).start()
-        await viewer.wait_frames(90 if every == 15 else 200, 30)
+        await viewer.wait_frames(90, 30)
+        wanted = 5 if every == 15 else 3
+
+        async def enough_dropped() -> bool:
+            return len(dropped) >= wanted
+
+        async def all_repaired() -> bool:  # the last one too, within its NACKs' 100 ms
+            return not dropped - repaired
+
+        await wait_for(enough_dropped, 40, f"{wanted} packets dropped")
+        await wait_for(all_repaired, 3, "every dropped packet repaired")
         async with aiohttp.ClientSession() as http:
             async with http.get(origin.url + "/api/v1/sessions") as r:
                 sessions = (await r.json())["sessions"]
         pull = next(s for s in sessions if s["kind"] == "play")["tracks"]["video"]
-        assert len(dropped) >= (5 if every == 15 else 2), dropped
         assert pull["nacks"] >= len(dropped) // 2 and pull["retransmits"] > 0, pull
         assert counters_advance(viewer.counters)
-        # all but those dropped in the last moments came back
-        assert len(dropped - repaired) <= 1, (sorted(dropped), sorted(repaired))
     finally:
         PullPeer.accept = accept
         if viewer is not None:

@@ -1,4 +1,5 @@
-"""Network change detection: the default route and the host's addresses, read over netlink."""
+"""Network change detection: the default routes and their interfaces' addresses, read over
+netlink."""
 
 from __future__ import annotations
 
@@ -15,16 +16,20 @@ POLL_INTERVAL = 0.2
 
 
 async def path_signature(ipr: AsyncIPRoute) -> tuple:
-    """What a change of network path changes: default routes (gateway, interface)
-    and the global unicast addresses with their interfaces."""
+    """What a change of network path changes: the default routes (gateway, interface) and
+    the global unicast addresses of the interfaces they go out of. Other interfaces are
+    left out: a bridge or veth coming or going (a container starting, a VPN's side link)
+    is not this host's path, and must not restore every session."""
     routes = []
     for family in (2, 10):
         async for route in await ipr.route("dump", family=family):
             if route["dst_len"] == 0 and route["table"] == 254:
                 routes.append((family, route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")))
+    uplinks = {oif for _, _, oif in routes}
     addresses = []
     async for addr in await ipr.addr("dump"):
-        if addr["scope"] == 0:  # global scope: leaves loopback and link-local out
+        # global scope: leaves loopback and link-local out
+        if addr["scope"] == 0 and addr["index"] in uplinks:
             addresses.append((addr.get_attr("IFA_ADDRESS"), addr["index"]))
     return tuple(sorted(routes, key=repr)), tuple(sorted(addresses, key=repr))
 

@@ -174,7 +174,8 @@ class RestoringClient:
         await self.stop()
 
     async def next_event(self, timeout: float) -> ClientEvent:
-        return await asyncio.wait_for(self.events.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self.events.get()
 
     def emit(self, event: ClientEvent) -> None:
         """Report `event`: the events queue (oldest dropped when full) and `on_event`."""
@@ -197,8 +198,9 @@ class RestoringClient:
 
         async def hold() -> None:
             try:
-                await asyncio.wait_for(attempt.ended.wait(), self.drain_hold_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.drain_hold_s):
+                    await attempt.ended.wait()
+            except TimeoutError:
                 pass
             finally:  # a manual stop cancels the hold: close now
                 await attempt.close()
@@ -312,7 +314,8 @@ class RestoringClient:
                     raise ConnectionRefusedError(f"{url} accepts no connections")
                 attempt = self._new_attempt(url)
                 attempt.node = self._node_of(url)
-                await asyncio.wait_for(attempt.open(), self.options.connect_timeout_s)
+                async with asyncio.timeout(self.options.connect_timeout_s):
+                    await attempt.open()
                 await attempt.wait_media(self.options.connect_timeout_s)
             except asyncio.CancelledError:
                 if attempt is not None:

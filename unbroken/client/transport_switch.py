@@ -109,7 +109,8 @@ class SwitchingAttempt(Attempt):
             return True
         new = self.new_attempt(transport, self.url)
         try:
-            await asyncio.wait_for(new.open(), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                await new.open()
             await new.wait_media(self.connect_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure: stay where we are
             self.close_in_background(new)

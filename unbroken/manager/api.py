@@ -150,7 +150,8 @@ async def feed(request: web.Request) -> web.StreamResponse:
         await response.write(sse(manager.feed.snapshot()))
         while not manager.draining:
             try:
-                update = await asyncio.wait_for(queue.get(), FEED_KEEPALIVE_S)
+                async with asyncio.timeout(FEED_KEEPALIVE_S):
+                    update = await queue.get()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue

@@ -67,8 +67,9 @@ class EventChannel:
         """A reader's next event; ("", {}) on timeout (time for a keep-alive); None when
         the session ended."""
         try:
-            return await asyncio.wait_for(queue.get(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                return await queue.get()
+        except TimeoutError:
             return "", {}
 
 

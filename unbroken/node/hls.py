@@ -202,7 +202,8 @@ class StreamHls:
                     return condition()
                 changed = self._changed
                 try:
-                    await asyncio.wait_for(changed.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
                 except TimeoutError:
                     pass
             return True

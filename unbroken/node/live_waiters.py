@@ -31,8 +31,9 @@ class LiveWaiters:
             waiters = self._waiting[name] = _Waiters()
         waiters.count += 1
         try:
-            await asyncio.wait_for(waiters.live.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await waiters.live.wait()
+        except TimeoutError:
             pass
         finally:
             waiters.count -= 1

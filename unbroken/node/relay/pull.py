@@ -138,8 +138,9 @@ class Pull:
                 return
             changed = self._changed
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
                 return
 
     def _live(self) -> bool:
@@ -227,9 +228,10 @@ class Pull:
             self._set(PullState.CONNECTING)
         self.attempts += 1
         try:
-            upstreams = tuple(u for u in await asyncio.wait_for(
-                self.locator.locate(self.name), LOCATE_TIMEOUT) if u.url != avoid)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(LOCATE_TIMEOUT):
+                located = await self.locator.locate(self.name)
+            upstreams = tuple(u for u in located if u.url != avoid)
+        except TimeoutError:
             upstreams = ()
         if not upstreams:
             self.last_error = "no upstream known for this stream"
