@@ -160,3 +160,32 @@ async def test_a_stalled_node_does_not_drop_publishers_whose_media_kept_coming(n
                 assert (await r.json())["live"]
     finally:
         await pub.stop()
+
+
+async def test_a_viewer_that_never_connects_is_ended_and_connected_ones_stay(start_node):
+    """The watchdog times out a subscriber that never connects (ICE never starts); the
+    connected viewer beside it, which the watchdog stops looking at, plays on."""
+    from tests.node.test_http import offer
+
+    node = start_node("--connect-timeout", "1")
+    pub = await WhipPublisher(node.url, "dangling", tracks=[TestPatternVideoTrack()],
+                              video_codec="vp8").start()
+    viewer = await WhepViewer(node.url, "dangling", audio=False).start()
+    try:
+        await viewer.wait_frames(5, 10)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{node.url}/whep/dangling", data=await offer("recvonly"),
+                                 headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 201
+                dangling = r.headers["Location"]
+            await asyncio.sleep(2.5)  # > connect timeout + a watchdog tick
+            async with http.delete(node.url + dangling) as r:
+                assert r.status == 404  # already ended
+            async with http.get(f"{node.url}/api/v1/sessions") as r:
+                kinds = [s["kind"] for s in (await r.json())["sessions"]]
+        assert sorted(kinds) == ["play", "publish"]  # the connected ones, past the timeout
+        frames = viewer.frames
+        await viewer.wait_frames(frames + 10, 5)
+    finally:
+        await viewer.stop()
+        await pub.stop()

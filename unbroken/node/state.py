@@ -173,6 +173,7 @@ class NodeState:
 
     def _register(self, session: MediaSession) -> MediaSession:
         self.sessions[session.id] = session
+        self.watchdog.watch(session)
         session.peer.on_close = self._on_peer_closed
         self.metrics.sessions_created.labels(session.kind).inc()
         asyncio.ensure_future(announce_media_start(

@@ -12,6 +12,7 @@ from unbroken.media.peer import PublisherPeer
 from unbroken.protocol.endings import Ending
 
 if TYPE_CHECKING:
+    from .media_session import MediaSession
     from .state import NodeState
 
 log = logging.getLogger("unbroken.node")
@@ -30,6 +31,12 @@ class Watchdog:
     def __init__(self, state: "NodeState") -> None:
         self.state = state
         self._task: asyncio.Task | None = None
+        # what a tick looks at: publishers, and subscribers until they connect (a node's
+        # many connected viewers cost its 10 ticks a second nothing)
+        self._watched: dict[str, "MediaSession"] = {}
+
+    def watch(self, session: "MediaSession") -> None:
+        self._watched[session.id] = session
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
@@ -59,9 +66,12 @@ class Watchdog:
 
     def _check_sessions(self, now: float) -> None:
         config = self.state.config
-        for session in list(self.state.sessions.values()):
+        sessions = self.state.sessions
+        for session in list(self._watched.values()):
             peer = session.peer
-            if isinstance(peer, PublisherPeer):
+            if sessions.get(session.id) is not session:  # ended
+                del self._watched[session.id]
+            elif isinstance(peer, PublisherPeer):
                 last = peer.last_packet_at()
                 if last is None:
                     if now - session.created_at > config.connect_timeout:
@@ -69,8 +79,9 @@ class Watchdog:
                                   "no media before connect timeout")
                 elif now - last > config.media_timeout:
                     self._end(session, Ending.MEDIA_TIMEOUT, "media timeout")
-            elif peer.connected_at is None and (
-                    now - session.created_at > config.connect_timeout):
+            elif peer.connected_at is not None:
+                del self._watched[session.id]  # a subscriber that connected: nothing to time
+            elif now - session.created_at > config.connect_timeout:
                 self._end(session, Ending.CONNECT_TIMEOUT, "not connected before connect timeout")
 
     def _end(self, session, ending: Ending, reason: str) -> None:
