@@ -106,6 +106,34 @@ async def test_viewers_on_two_edges_decode_the_origins_stream(start_node, codec)
         await pub.stop()
 
 
+async def test_one_edge_pulls_several_streams_from_one_origin(start_node):
+    """Three pulls between the same two nodes: each is a session of its own on both sides
+    (the nodes' shared ICE sockets must not mix them up), every viewer decodes its own
+    stream, and no pull is ever lost or made again."""
+    origin = start_node("--role", "origin")
+    edge = edge_of(start_node, origin)
+    names = ["multi-a", "multi-b", "multi-c"]
+    pubs = [await publish(origin.url, name, "vp8", audio=False) for name in names]
+    viewers = [await WhepViewer(edge.url, name, audio=False).start() for name in names]
+    try:
+        await asyncio.gather(*(v.wait_frames(30, 20) for v in viewers))
+        await asyncio.sleep(4)  # two media-silence windows of the pulls' watchdog
+        await asyncio.gather(*(v.wait_frames(v.frames + 30, 10) for v in viewers))
+        for v in viewers:
+            assert counters_advance(list(v.counters)[-60:])
+        text = await metrics(edge.url)
+        assert 'unbroken_relay_pull_attempts_total{outcome="live"} 3.0' in text, text
+        assert 'outcome="lost"' not in text or \
+            'unbroken_relay_pull_attempts_total{outcome="lost"} 0.0' in text, text
+        for name in names:
+            assert (await streams(edge.url))[name]["upstream"]["packets"] > 100
+    finally:
+        for v in viewers:
+            await v.stop()
+        for pub in pubs:
+            await pub.stop()
+
+
 async def test_two_hop_chain(start_node):
     origin = start_node("--role", "origin")
     edge = edge_of(start_node, origin)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from aiohttp import web
 
@@ -124,7 +123,7 @@ async def healthz(request: web.Request) -> web.Response:
     now = manager.registry.clock()
     live = sum(1 for v in manager.registry.views() if v.live(now))
     body = {"status": "draining" if manager.draining else "ok", "nodes": live,
-            "store": type(manager.store).__name__, "uptime": round(time.time() - manager.started_at, 3)}
+            "store": type(manager.store).__name__, "uptime": round(manager.uptime(), 3)}
     return web.json_response(body, status=503 if manager.draining else 200)
 
 

@@ -34,7 +34,7 @@ class Manager:
         self.feed = ClusterFeed(self.registry)
         self.links = HeartbeatLinks(self._heartbeat_connection_closed)
         self.draining = False
-        self.started_at = time.time()
+        self._started = time.monotonic()  # a step of the wall clock must not move intervals
         self.autoscaler = None  # the scaling leader's loop, when a provider is configured
         self._prober = None
 
@@ -49,10 +49,13 @@ class Manager:
             self.config, self.registry, self.metrics.registry, self.feed.record, url, fingerprint, cert_file)
         await self.autoscaler.start()
 
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
     def learning_nodes(self) -> bool:
         """Just started: a node missing from the registry may be one that has not sent its
         first heartbeat here yet (a restarted manager with an in-process store)."""
-        return time.time() - self.started_at < self.registry.lease_s + HEARTBEAT_S
+        return time.monotonic() - self._started < self.registry.lease_s + HEARTBEAT_S
 
     def _heartbeat_connection_closed(self, node_id: str) -> None:
         if not self.draining:  # our own shutdown closes every connection: no verdict

@@ -138,6 +138,8 @@ CALL_SHAPES: tuple[tuple[type, str, str], ...] = (
      "what is not STUN goes to the connection (_demuxed_datagram_received)"),
     (Connection, "self._query_consent_task = asyncio.create_task(self.query_consent())",
      "consent checks run as the task of query_consent() (use_consent_freshness)"),
+    (RTCPeerConnection, "iceTransport._connection.ice_controlling = True",
+     "an offer's connections are ICE-controlling before they gather (use_udp_mux)"),
     (Connection, "async def get_component_candidates(\n        self, component: int, addresses: list[str], timeout: int = 5",
      "host candidates are gathered per component and address (use_udp_mux)"),
 )
@@ -313,10 +315,12 @@ _udp_mux: UdpMux | None = None
 async def _muxed_component_candidates(self: Connection, component: int, addresses: list[str],
                                       timeout: int = 5) -> list[Candidate]:
     """aioice's host candidates, each on the process's shared socket for its address
-    (udp_mux); without a mux, with STUN/TURN servers, or for an address the mux could
-    not bind, aioice's own gathering."""
+    (udp_mux); without a mux, with STUN/TURN servers, for an address the mux could not
+    bind, or for a session this process offered (ICE-controlling: an edge's pull),
+    aioice's own gathering. A pull's peer is another node, on shared sockets too: two
+    pulls from one node would have the same address pair, which no mux can tell apart."""
     mux = _udp_mux
-    if mux is None or self.stun_server or self.turn_server:
+    if mux is None or self.stun_server or self.turn_server or self.ice_controlling:
         return await _component_candidates(self, component, addresses, timeout)
     candidates, unmuxed = [], []
     for address in addresses:
