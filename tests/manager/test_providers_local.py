@@ -168,6 +168,29 @@ async def test_stop_at_once_kills_an_adopted_node(store, tmp_path, reap):
     await second.close()
 
 
+async def test_an_adopted_node_the_store_lost_is_recorded_again(store, tmp_path, reap):
+    """A Redis restart empties the store: the leader that adopted a node (another manager
+    started it) records it again from what it knew, so that any later leader can still
+    stop it (a SIGSTOPped one too: in a chaos run such nodes were left behind)."""
+    first, second = provider(store, tmp_path, "--stubborn"), provider(store, tmp_path)
+    node = await first.start_node("default", NodeRole.EDGE)
+    reap.append(first.pid(node.node_id))
+    await listening(node.url)
+    await first.close()
+    assert [n.node_id for n in await second.list_nodes()] == [node.node_id]  # adopted
+    for node_id in list(await store.entries(TABLE)):  # the store restarts, empty
+        await store.delete_entry(TABLE, node_id)
+    (again,) = await second.list_nodes()
+    assert again.node_id == node.node_id and again.detail.endswith("(adopted)")
+    assert node.node_id in await store.entries(TABLE)
+    os.kill(reap[0], signal.SIGSTOP)  # stuck: it answers nothing
+    third = provider(store, tmp_path)  # a later leader, which never saw the node before
+    await third.stop_node(node.node_id, 0)
+    assert await gone(lambda: _empty(third), 3) < 1.5
+    await second.close()
+    await third.close()
+
+
 async def test_a_later_leader_enforces_the_deadline_of_a_stop_its_predecessor_began(store, tmp_path, reap,
                                                                                      monkeypatch):
     monkeypatch.setattr(local_module, "KILL_MARGIN_S", 0.3)

@@ -9,7 +9,8 @@ fingerprint or CA file).
 deadline of a stop under way), and, with `state_file`, in a JSON file too. Whoever leads
 next — another manager on the same Redis after this one died, or this manager restarted
 with the same state file — reads them and *adopts* those nodes: lists them, drains them,
-kills them, replaces them. A record goes when its process is gone.
+kills them, replaces them. A record goes when its process is gone; one the store lost
+(a Redis restart) is written again by the leader that knew it, started or adopted.
 
 **Stopping.** With a drain: `POST /api/v1/drain` with the node token and the leader's
 deadline (any manager can, wherever the node runs; `unbroken.protocol.node_admin`), or
@@ -274,6 +275,13 @@ class LocalProvider(NodeProvider):
             if node_id not in records and child.process.poll() is None:
                 records[node_id] = child.record
                 await self._save(child.record)
+        for node_id, known in list(self._records.items()):
+            # adopted (a leader before us started it), alive, and the store lost it: the
+            # same (a record only goes with its process), or no later leader could stop it
+            if (node_id not in records and node_id not in self._children
+                    and self._local(known) and process_is_node(known.pid, node_id)):
+                records[node_id] = known
+                await self._save(known)
         self._records = records
         self._write_state_file()
         return dict(records)
