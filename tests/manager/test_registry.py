@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 
 from unbroken.manager.model import NodeRole, NodeState
-from unbroken.manager.registry import InvalidTransition, Registry, StaleRecord, UnknownNode, check_transition
+from unbroken.manager.registry import (CLIENT_REPORT_HOLDOFF_S, InvalidTransition, Registry, StaleRecord,
+                                       UnknownNode, check_transition)
 from unbroken.manager.store import RedisStore, StoreUnavailable
 
 from manager_helpers import record
@@ -175,6 +176,28 @@ async def test_suspect_whose_check_hangs_is_gone_after_the_timeout(stores):
         await until(lambda: registry.view("o1") is None, timeout=2)
     finally:
         await registry.close()
+
+
+async def test_a_client_report_checks_the_node_now_but_not_again_and_again(stores, check):
+    """A client says a node stopped answering it: out of routing and checked at once. A
+    node that passed its check is not checked again on a client's word for a while (the
+    client's own network may be what failed); an unknown node is ignored."""
+    now = [1000.0]
+    registry = Registry(stores[0], check, lease_s=60, clock=lambda: now[0])
+    await registry.start()
+    check.delay_s = 0.1
+    await registry.heartbeat(record("o1"))
+    assert registry.report_unresponsive("o1")
+    assert not registry.view("o1").serving(registry.clock())
+    await until(lambda: registry.view("o1").state is NodeState.SERVING)
+    assert not registry.report_unresponsive("o1")  # it just passed: held off
+    assert registry.view("o1").state is NodeState.SERVING
+    assert not registry.report_unresponsive("no-such-node")
+    check.healthy = False
+    now[0] += CLIENT_REPORT_HOLDOFF_S  # the hold-off is over; now it is frozen
+    assert registry.report_unresponsive("o1")
+    await until(lambda: registry.view("o1") is None)
+    await registry.close()
 
 
 async def test_leave_removes_the_node_everywhere(pair):

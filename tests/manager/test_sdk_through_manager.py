@@ -25,6 +25,7 @@ from cluster_helpers import ManagerProcess, free_port, pinned_http, wait_nodes
 
 from unbroken.client import ClientEvent, HlsPlayer, ManagerRoutes, Publisher, Subscriber, sources
 from unbroken.client.testsrc import TestPatternVideoTrack
+from unbroken.client.options import RestoreOptions
 from unbroken.client.whep import WhepViewer
 from unbroken.client.whip import WhipPublisher
 from unbroken.httpkit.tls import client_context
@@ -265,3 +266,40 @@ async def test_sigkilled_node_out_of_routing_at_once(start_manager, start_node):
                 await asyncio.sleep(0.01)
         out = time.monotonic() - killed
         assert out < 0.5, out  # not the 3 s lease: the heartbeat connection closed
+
+
+async def test_a_frozen_node_its_clients_report_is_out_of_routing_at_once(start_manager, start_node):
+    """SIGSTOP: the node's port still takes TCP connections and its heartbeat connection
+    stays open, so the manager would find it only once its heartbeats are missed (≈ 2 s).
+    Its clients find it first (missing pings), and their next route request names it
+    (`unresponsive`): the manager checks it at once, routes them elsewhere meanwhile, and
+    they play again from the other node."""
+    manager = start_manager()
+    a, b = start_node(*manager.node_args("origin")), start_node(*manager.node_args("origin"))
+    pub_events, sub_events = Recorder(), Recorder()
+    options = RestoreOptions(ping_period_ms=250, missing_pings=3, network_watch=False)
+    through = {"manager": manager.url, "manager_fingerprint": manager.fingerprint,
+               "options": options}
+    async with pinned_http(manager.fingerprint) as http:
+        await wait_nodes(http, manager.url, 2)
+    pub = await Publisher(None, "frozen", source=sources.testsrc(320, 180, 15, audio=False),
+                          codec="vp8", on_event=pub_events, **through).start()
+    sub = await Subscriber(None, "frozen", on_event=sub_events, **through).start()
+    victim = None
+    try:
+        await frames_advance(sub)
+        victim, survivor = (a, b) if pub.node == node_id(a) else (b, a)
+        victim.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        for events in (pub_events, sub_events):
+            restored = await events.wait("restored")
+            assert restored.reason == "missing_pings", restored
+            assert restored.report.node == node_id(survivor), restored
+        print(f"restored {time.monotonic() - stopped:.2f} s after the SIGSTOP")
+        assert "a client found it unresponsive" in manager.log()
+        await frames_advance(sub)
+    finally:
+        await sub.stop()
+        await pub.stop()
+        if victim is not None:
+            victim.kill()

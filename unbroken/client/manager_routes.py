@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 
 from unbroken.httpkit.tls import client_context
+from unbroken.protocol.faults import ROUTE_UNRESPONSIVE
 from unbroken.protocol.states import Kind
 
 from .policy import NextTry
@@ -87,6 +88,7 @@ class ManagerRoutes:
         self._http: aiohttp.ClientSession | None = None
         self._preferred = 0  # index of the manager that answered last
         self._nodes: dict[str, str] = {}  # node URL -> node id, from answers
+        self._unresponsive: str | None = None  # named in the next route request
         self.last_route: Route | None = None
 
     # UrlSource ----------------------------------------------------------------------
@@ -96,6 +98,12 @@ class ManagerRoutes:
     def node_of(self, url: str) -> str | None:
         """The node id behind a URL this source answered (None if it never did)."""
         return self._nodes.get(url)
+
+    def node_unresponsive(self, url: str) -> None:
+        """The node behind `url` stopped answering this client (NODE_UNRESPONSIVE): the
+        next route request names it, so the manager checks it at once and routes
+        elsewhere meanwhile (a frozen node's port still takes connections)."""
+        self._unresponsive = self._nodes.get(url)
 
     # the route ----------------------------------------------------------------------
     async def route(self, stream: str, kind: Kind) -> Route:
@@ -115,6 +123,7 @@ class ManagerRoutes:
                 errors.append(f"{manager}: {e!r}"[:200])
                 continue
             self._preferred = index
+            self._unresponsive = None
             self._nodes[route.url] = route.node_id
             self.last_route = route
             return route
@@ -124,8 +133,11 @@ class ManagerRoutes:
 
     async def _ask(self, manager: str, stream: str, kind: Kind) -> Route:
         url = f"{manager}/api/v1/route/{kind.value}/{quote(stream, safe='')}"
-        if self.group:
-            url += "?" + urlencode({"group": self.group})
+        query = {"group": self.group} if self.group else {}
+        if self._unresponsive:
+            query[ROUTE_UNRESPONSIVE] = self._unresponsive
+        if query:
+            url += "?" + urlencode(query)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with self._session().get(url, headers=headers) as resp:
             if resp.status >= 500:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from unbroken.protocol.faults import Fault
+from unbroken.protocol.faults import NODE_UNRESPONSIVE, Fault
 from unbroken.protocol.states import Kind
 
 from .attempt import Attempt, FaultRecord
@@ -259,6 +259,8 @@ class RestoringClient:
                 self.done.set()
                 return
             self.emit(ClientEvent("restoring", reason=fault.name, url=attempt.url))
+            if fault.name in NODE_UNRESPONSIVE:
+                self._node_unresponsive(attempt.url)
             try:
                 new = await self._connect(fault, attempt.url)
             finally:
@@ -288,6 +290,11 @@ class RestoringClient:
     async def _accepts_connections(self, url: str) -> bool:
         """Whether the node at `url` (whose connection just broke) still takes connections."""
         return await accepts_connections(url)
+
+    def _node_unresponsive(self, url: str) -> None:
+        report = getattr(self.url_source, "node_unresponsive", None)  # optional too
+        if callable(report):
+            report(url)
 
     def _node_of(self, url: str) -> str | None:
         node_of = getattr(self.url_source, "node_of", None)  # optional in a UrlSource

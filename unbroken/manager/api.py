@@ -9,6 +9,7 @@ import json
 from aiohttp import web
 
 from unbroken.httpkit.auth import check_bearer, token_matches
+from unbroken.protocol.faults import ROUTE_UNRESPONSIVE
 from unbroken.httpkit.body import read_bytes
 from unbroken.httpkit.errors import HttpError
 from unbroken.httpkit.static import WEB_DIR
@@ -90,10 +91,13 @@ async def list_streams(request: web.Request) -> web.Response:
 
 
 async def get_route(request: web.Request) -> web.Response:
-    """GET /api/v1/route/{publish|play}/{stream}[?group=]."""
+    """GET /api/v1/route/{publish|play}/{stream}[?group=][&unresponsive=NODE_ID]."""
     manager = _manager(request)
     check_bearer(request, manager.config.token)
     stream = stream_name(request)
+    unresponsive = request.query.get(ROUTE_UNRESPONSIVE)
+    if unresponsive:  # the client's last node stopped answering it: check it now
+        manager.registry.report_unresponsive(unresponsive)
     try:
         answer = await manager.route(RouteKind(request.match_info["kind"]), stream, check_group(request))
     except RouteError as e:

@@ -42,6 +42,9 @@ DEFAULT_LEASE_S = 3.0
 HEARTBEAT_S = 1.0  # how often nodes are told to heartbeat
 SWEEP_INTERVAL_S = 0.25
 CHECK_TIMEOUT_S = 1.0
+# a node that passed a check is not checked again on a client's word for this long: a
+# client whose own network failed must not keep a healthy node out of routing
+CLIENT_REPORT_HOLDOFF_S = 3.0
 READY_TIMEOUT_S = 3.0
 RESYNC_ATTEMPTS = 5
 RESYNC_RETRY_S = 0.2
@@ -153,6 +156,7 @@ class Registry:
         self.clock = clock
         self._check = check
         self._check_timeout_s = check_timeout_s
+        self._passed_check_at: dict[str, float] = {}  # node id -> when it last passed one
         self._sweep_interval_s = sweep_interval_s
         self._views: dict[str, NodeView] = {}
         self._carriers: dict[str, set[str]] = {}
@@ -245,6 +249,15 @@ class Registry:
             task.add_done_callback(self._sharing.discard)
         return True
 
+    def report_unresponsive(self, node_id: str) -> bool:
+        """A client says the node stopped answering it (NODE_UNRESPONSIVE): suspect, as
+        after a failed proxied request, unless it passed a check within
+        CLIENT_REPORT_HOLDOFF_S. False if nothing was done."""
+        passed = self._passed_check_at.get(node_id)
+        if passed is not None and self.clock() - passed < CLIENT_REPORT_HOLDOFF_S:
+            return False
+        return self.mark_suspect(node_id, "a client found it unresponsive")
+
     async def _share_suspect(self, node_id: str) -> None:
         try:
             await self.store.report_suspect(node_id)
@@ -312,6 +325,7 @@ class Registry:
                 del self._carriers[stream]
 
     def _forget(self, node_id: str) -> None:
+        self._passed_check_at.pop(node_id, None)
         view = self._views.pop(node_id, None)
         if view is None:
             return
@@ -418,6 +432,7 @@ class Registry:
             return
         if healthy:
             log.info("node %s passed its check", record.node_id)
+            self._passed_check_at[record.node_id] = self.clock()
             self._views[record.node_id] = replace(view, state=view.record.state)
         else:
             self._forget(record.node_id)

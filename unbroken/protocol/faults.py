@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from .refusals import Refusal
 
-__all__ = ["TRY_ELSEWHERE", "Fault", "reconnect_fault"]
+__all__ = ["NODE_UNRESPONSIVE", "ROUTE_UNRESPONSIVE", "TRY_ELSEWHERE", "Fault", "reconnect_fault"]
 
 
 class Fault(StrEnum):
@@ -30,6 +30,13 @@ class Fault(StrEnum):
     MISSING_PINGS = "missing_pings"  # the node went silent (pings or keep-alives)
     SESSION_CLOSED = "session_closed"  # the node ended the event stream
 
+
+# faults that say the node stopped answering this client (it may be frozen: its TCP port
+# still takes connections): the client's next route request names the node
+# (ROUTE_UNRESPONSIVE), and the manager checks it at once, out of routing meanwhile,
+# rather than when its heartbeats are found missing
+NODE_UNRESPONSIVE = frozenset({Fault.MISSING_PINGS})
+ROUTE_UNRESPONSIVE = "unresponsive"  # GET /api/v1/route/...?unresponsive=<node id>
 
 # faults after which the next attempt should not insist on the same node
 TRY_ELSEWHERE = frozenset({Fault.UNPUBLISHED, Fault.PUBLISHER_MOVED, Fault.NODE_DRAINING,
