@@ -4,6 +4,8 @@ cooldown, a stop another leader began, the decision-to-gone time."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from manager_helpers import record
@@ -104,6 +106,40 @@ async def test_a_fault_found_in_a_tick_is_replaced_once(cluster):
     assert provider.stops == [("e1", 0)]
     await scaler.tick()
     assert provider.started == 1
+
+
+async def test_a_node_a_client_reported_is_replaced_once():
+    """A client's report makes a node suspect (out of routing, checked) before the scaling
+    leader judges it: while it is checked it still counts in its group, so the group's
+    minimum does not start a node for it and then its fault another one."""
+    frozen = "http://10.0.0.1:9002"
+
+    async def check(node) -> bool:  # the registry's check of a suspect: a frozen node
+        await asyncio.sleep(0.3)
+        return node.url != frozen
+
+    async def probe(url: str) -> bool:  # the leader's health probe
+        return url != frozen
+
+    store = LocalStore()
+    registry = Registry(store, check=check)
+    await registry.start()
+    try:
+        provider, clock = FakeProvider(), Clock()
+        for node_id, port in (("e1", 9001), ("e2", 9002)):
+            provider.add(node_id)
+            await registry.heartbeat(record(node_id, NodeRole.EDGE, port=port))
+        scaler = Autoscaler(registry, provider, Lease(), {EDGE: GroupPolicy(min=2, max=4, scale_in_cpu=0)},
+                            DecisionLog(), probe, ScalingSettings(drain_s=7.0), clock=clock)
+        assert registry.report_unresponsive("e2")  # frozen, as a client found
+        for _ in range(4):
+            await scaler.tick()
+            await asyncio.sleep(0.1)
+        assert provider.started == 1, [e["text"] for e in scaler.decisions.entries]
+        assert provider.stops == [("e2", 0)]
+    finally:
+        await registry.close()
+        await store.close()
 
 
 async def test_a_new_leader_waits_cooldown_in_before_its_first_scale_in(cluster):

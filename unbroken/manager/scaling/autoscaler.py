@@ -286,7 +286,10 @@ class Autoscaler:
     def sample(self, key: GroupKey, provided: dict[str, ProvidedNode],
                views: dict[str, NodeView]) -> GroupSample:
         memory = self._groups[key]
-        usable = (NodeState.SERVING, NodeState.JOINING)
+        # a suspect (checked now, e.g. after a client's report) still counts: failing its
+        # check it is a fault, replaced then; counted out now, the group's minimum would
+        # start a node for it first (two nodes for one)
+        usable = (NodeState.SERVING, NodeState.JOINING, NodeState.SUSPECT)
 
         def counted(node_id: str) -> bool:
             tracked = self._tracked.get(node_id)
