@@ -191,6 +191,30 @@ async def test_an_adopted_node_the_store_lost_is_recorded_again(store, tmp_path,
     await third.close()
 
 
+async def test_a_manager_not_leading_records_its_nodes_again_after_the_store_lost_them(
+        store, tmp_path, reap, monkeypatch):
+    """The store restarts empty while the manager that started a node no longer leads,
+    and that manager dies soon after: it has written the node's record again by then (it
+    reaps and watches its children leading or not), so the next leader adopts the node."""
+    monkeypatch.setattr(local_module, "WATCH_S", 0.1)
+    first = provider(store, tmp_path)
+    await first.start()  # (a manager starts its provider, leading or not)
+    node = await first.start_node("default", NodeRole.EDGE)
+    reap.append(first.pid(node.node_id))
+    await listening(node.url)
+    await store.delete_entry(TABLE, node.node_id)  # the store restarts, empty
+    await gone(lambda: _recorded(store, node.node_id), 3)
+    await first.close()  # that manager dies
+    later = provider(store, tmp_path)
+    (adopted,) = await later.list_nodes()
+    assert adopted.node_id == node.node_id and adopted.detail.endswith("(adopted)")
+    await later.close()
+
+
+async def _recorded(store, node_id: str) -> bool:
+    return node_id in await store.entries(TABLE)
+
+
 async def test_a_later_leader_enforces_the_deadline_of_a_stop_its_predecessor_began(store, tmp_path, reap,
                                                                                      monkeypatch):
     monkeypatch.setattr(local_module, "KILL_MARGIN_S", 0.3)

@@ -270,21 +270,25 @@ class LocalProvider(NodeProvider):
                 records[node_id] = LocalRecord.from_json(text)
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("malformed record of node %s: %s", node_id, e)
+        await self._record_again(records)
+        self._records = records
+        self._write_state_file()
+        return dict(records)
+
+    async def _record_again(self, records: dict[str, LocalRecord | None]) -> None:
+        """Write again what the store lost (a Redis restart) of the nodes this provider
+        knows alive: its children, and the nodes it adopted (a record only goes with its
+        process, or no later leader could stop the node). `records`: what the store has
+        (node id → record); the ones written again are added."""
         for node_id, child in self._children.items():
-            # ours and alive, though the store lost it (a Redis restart): record it again
             if node_id not in records and child.process.poll() is None:
                 records[node_id] = child.record
                 await self._save(child.record)
         for node_id, known in list(self._records.items()):
-            # adopted (a leader before us started it), alive, and the store lost it: the
-            # same (a record only goes with its process), or no later leader could stop it
             if (node_id not in records and node_id not in self._children
                     and self._local(known) and process_is_node(known.pid, node_id)):
                 records[node_id] = known
                 await self._save(known)
-        self._records = records
-        self._write_state_file()
-        return dict(records)
 
     # -- processes ---------------------------------------------------------------------
 
@@ -446,6 +450,15 @@ class LocalProvider(NodeProvider):
             for node_id, child in list(self._children.items()):
                 if child.process.poll() is not None:  # reaped: no zombie while not leading
                     await self._forget(node_id)
+            if self.store is not None and self._children:
+                # leading or not: a Redis restart must not lose our nodes' records before
+                # the next leader reads them (this manager may die right after)
+                try:
+                    entries = await self.store.entries(TABLE)
+                except StoreError:
+                    continue
+                if any(node_id not in entries for node_id in self._children):
+                    await self._record_again(dict.fromkeys(entries))
 
     async def close(self) -> None:
         """Stop reaping (the nodes keep running: `terminate_all` ends them)."""
