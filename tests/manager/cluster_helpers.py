@@ -3,6 +3,7 @@ fingerprint read back) and nodes registered with it; HTTP sessions that pin it."
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -105,3 +106,21 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+def write_scaling_config(path, ports: str, edge: dict, **manager) -> str:
+    """A manager's TOML for the scaling tests at `path`: the local provider on `ports`
+    (node logs in `nodes/` beside it), one origin (min = max = 1, no CPU rule), the edge
+    group's policy from `edge` (no CPU rule unless given); `manager`: more [manager] keys."""
+    def table(keys: dict) -> str:  # a JSON string is a TOML string
+        return "".join(f"{k} = {json.dumps(v) if isinstance(v, str) else v}\n"
+                       for k, v in keys.items())
+
+    settings = {"provider": "local", "local_ports": ports,
+                "local_log_dir": f"{path.parent}/nodes", **manager}
+    policy = {"scale_out_cpu": 0, "scale_in_cpu": 0, **edge}
+    path.write_text("[manager]\n" + table(settings)
+                    + "\n[manager.groups.default.origin]\nmin = 1\nmax = 1\n"
+                    + "scale_out_cpu = 0\nscale_in_cpu = 0\n"
+                    + "\n[manager.groups.default.edge]\n" + table(policy))
+    return str(path)

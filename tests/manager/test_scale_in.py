@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from drain_cluster import FrameLog, HttpManager, clocked_source, until
 
-from cluster_helpers import wait_nodes
+from cluster_helpers import wait_nodes, write_scaling_config
 from unbroken.client import Publisher, Subscriber
 from unbroken.client.options import RestoreOptions
 from unbroken.manager.paths import split_segment
@@ -36,28 +36,11 @@ def write_config(tmp_path, **edge) -> str:
     base = 24000 + (os.getpid() % 200) * 20
     node_toml = tmp_path / "node.toml"
     node_toml.write_text(f"[node]\nmax_sessions = {EDGE_MAX_SESSIONS}\nrelay_linger = 1\n")
-    table = {"min": 1, "max": 2, "scale_out_cpu": 0, "scale_in_cpu": 0, "scale_out_viewers": 2.5,
-             "scale_in_viewers": 1.2, "cooldown_out": 1, "cooldown_in": 2, **edge}
-    path = tmp_path / "manager.toml"
-    path.write_text(f"""
-[manager]
-provider = "local"
-local_ports = "{base}-{base + 19}"
-local_log_dir = "{tmp_path}/nodes"
-local_node_args = "--config {node_toml}"
-node_drain_timeout = 8
-scaling_interval = 0.5
-
-[manager.groups.default.origin]
-min = 1
-max = 1
-scale_out_cpu = 0
-scale_in_cpu = 0
-
-[manager.groups.default.edge]
-{chr(10).join(f"{k} = {v}" for k, v in table.items())}
-""")
-    return str(path)
+    return write_scaling_config(
+        tmp_path / "manager.toml", f"{base}-{base + 19}",
+        {"min": 1, "max": 2, "scale_out_viewers": 2.5, "scale_in_viewers": 1.2,
+         "cooldown_out": 1, "cooldown_in": 2, **edge},
+        local_node_args=f"--config {node_toml}", node_drain_timeout=8, scaling_interval=0.5)
 
 
 async def scaling(http, url) -> dict:

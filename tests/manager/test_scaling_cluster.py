@@ -12,33 +12,16 @@ import time
 
 import pytest
 
-from cluster_helpers import free_port, pinned_http, wait_nodes
+from cluster_helpers import free_port, pinned_http, wait_nodes, write_scaling_config
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def write_config(tmp_path, ports: str, **edge) -> str:
-    edge_table = "\n".join(f"{k} = {v}" for k, v in {"min": 1, "max": 2, "scale_out_cpu": 0, "scale_in_cpu": 0,
-                                                     "cooldown_out": 2, "cooldown_in": 600, **edge}.items())
-    path = tmp_path / "manager.toml"
-    path.write_text(f"""
-[manager]
-provider = "local"
-local_ports = "{ports}"
-local_log_dir = "{tmp_path}/nodes"
-node_drain_timeout = 3
-fault_stall = 2.0
-
-[manager.groups.default.origin]
-min = 1
-max = 1
-scale_out_cpu = 0
-scale_in_cpu = 0
-
-[manager.groups.default.edge]
-{edge_table}
-""")
-    return str(path)
+    return write_scaling_config(
+        tmp_path / "manager.toml", ports,
+        {"min": 1, "max": 2, "cooldown_out": 2, "cooldown_in": 600, **edge},
+        node_drain_timeout=3, fault_stall=2.0)
 
 
 async def scaling(http, url) -> dict:

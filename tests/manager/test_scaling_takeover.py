@@ -17,35 +17,16 @@ import aiohttp
 import pytest
 from drain_cluster import HttpManager, until
 
-from cluster_helpers import free_port
+from cluster_helpers import free_port, write_scaling_config
 from unbroken.manager.providers.local import process_is_node
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def write_config(path, ports: str, manager_url: str, edge: dict) -> str:
-    edge_table = "\n".join(f"{k} = {v}" for k, v in {"scale_out_cpu": 0, "scale_in_cpu": 0, **edge}.items())
-    path.write_text(f"""
-[manager]
-provider = "local"
-leader_lease = 2.0
-scaling_interval = 0.5
-local_ports = "{ports}"
-local_log_dir = "{path.parent}/nodes"
-local_manager_url = "{manager_url}"
-node_drain_timeout = 5
-fault_stall = 2.0
-
-[manager.groups.default.origin]
-min = 1
-max = 1
-scale_out_cpu = 0
-scale_in_cpu = 0
-
-[manager.groups.default.edge]
-{edge_table}
-""")
-    return str(path)
+    return write_scaling_config(path, ports, edge, leader_lease=2.0, scaling_interval=0.5,
+                                local_manager_url=manager_url, node_drain_timeout=5,
+                                fault_stall=2.0)
 
 
 async def scaling(http, manager) -> dict:

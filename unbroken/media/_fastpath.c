@@ -344,6 +344,25 @@ PyDoc_STRVAR(Sender_send_doc,
 "context and send it to the target. Returns the entries that were not sent, as\n"
 "(index, status): -1000 when protection failed, -errno when the send failed.");
 
+/* What Sender.send and Sender.spread need before they touch a packet: libsrtp's protect,
+ * a template that is an RTP packet we can hold, and no call already under way. */
+static int check_call(SenderObject *self, Py_buffer *template, const char *what) {
+    if (srtp_protect_ptr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastpath: set_protect() was not called");
+        return -1;
+    }
+    if (template->len < RTP_HEADER || template->len > MAX_PLAINTEXT) {
+        PyErr_Format(PyExc_ValueError, "template of %zd bytes (RTP: 12 to %d)",
+                     template->len, MAX_PLAINTEXT);
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_Format(PyExc_RuntimeError, "%s is not reentrant", what);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Sender_send(SenderObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"template", "entries", "patch", NULL};
     Py_buffer template;
@@ -353,19 +372,8 @@ static PyObject *Sender_send(SenderObject *self, PyObject *args, PyObject *kwds)
                                      &patch))
         return NULL;
     PyObject *result = NULL, *seq_fast = NULL;
-    if (srtp_protect_ptr == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_fastpath: set_protect() was not called");
+    if (check_call(self, &template, "Sender.send") < 0)
         goto done;
-    }
-    if (template.len < RTP_HEADER || template.len > MAX_PLAINTEXT) {
-        PyErr_Format(PyExc_ValueError, "template of %zd bytes (RTP: 12 to %d)",
-                     template.len, MAX_PLAINTEXT);
-        goto done;
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "Sender.send is not reentrant");
-        goto done;
-    }
     seq_fast = PySequence_Fast(entries, "entries must be a sequence");
     if (seq_fast == NULL)
         goto done;
@@ -468,19 +476,8 @@ static PyObject *Sender_spread(SenderObject *self, PyObject *args) {
         return NULL;
     PyObject *result = NULL;
     SlotObject *queued[CHUNK];
-    if (srtp_protect_ptr == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_fastpath: set_protect() was not called");
+    if (check_call(self, &template, "Sender.spread") < 0)
         goto done;
-    }
-    if (template.len < RTP_HEADER || template.len > MAX_PLAINTEXT) {
-        PyErr_Format(PyExc_ValueError, "template of %zd bytes (RTP: 12 to %d)",
-                     template.len, MAX_PLAINTEXT);
-        goto done;
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "Sender.spread is not reentrant");
-        goto done;
-    }
     Py_ssize_t total = PyTuple_GET_SIZE(slots);
     for (Py_ssize_t i = 0; i < total; i++) {
         if (!PyObject_TypeCheck(PyTuple_GET_ITEM(slots, i), &SlotType)) {
