@@ -7,6 +7,7 @@ a new route from the manager and play on from the other edge."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import aiohttp
 import pytest
@@ -97,9 +98,47 @@ async def test_an_edge_pulls_from_the_origin_the_manager_names(start_manager, st
             await publisher.stop()
 
 
-async def _republish(manager_url: str, http: aiohttp.ClientSession) -> WhipPublisher | None:
+async def test_an_edge_reports_a_frozen_origin_to_the_manager(start_manager, start_node):
+    """SIGSTOP: the origin's port still takes connections and its heartbeats stop only
+    quietly. The edge's pull finds it first (its event stream falls silent) and names it
+    to the manager in its next locate; the manager checks it at once and routes the
+    publisher's new session to the other origin; the edge's viewer goes on."""
+    manager = start_manager()
+    origins = [start_node(*manager.node_args("origin")) for _ in range(2)]
+    start_node(*manager.node_args("edge", "--relay-linger", "1"))
+    async with pinned_http(manager.fingerprint) as http:
+        await wait_nodes(http, manager.url, 3)
+        publisher = await publish(manager.url, "frozen", http)
+        first_origin = split_segment(Resource.parse(publisher.location).session).node_id
+        viewer = await WhepViewer(manager.url, "frozen", decode=False, http=http,
+                                  wait_live_ms=3000).start()
+        second = None
+        try:
+            await viewer.wait_frames(10, 10)
+            origin = next(o for o in origins if first_origin.endswith(f"-{o.port}"))
+            origin.proc.send_signal(signal.SIGSTOP)
+            await wait_for(lambda: _logged(manager, f"node {first_origin} suspect: a client found "
+                                                    "it unresponsive"), 5, "the edge's report")
+            second = await wait_for(lambda: _republish(manager.url, http, "frozen"), 10,
+                                    "a second origin")
+            await viewer.wait_frames(viewer.frames + 15, 15)
+            upstreams = await locate(http, manager.url, "frozen")
+            assert upstreams and upstreams[0]["node"] != first_origin
+        finally:
+            await viewer.stop()
+            if second is not None:
+                await second.stop()
+            await publisher.stop()
+
+
+async def _logged(manager, text: str) -> bool:
+    return text in manager.log()
+
+
+async def _republish(manager_url: str, http: aiohttp.ClientSession,
+                     stream: str = "cam") -> WhipPublisher | None:
     try:
-        return await publish(manager_url, "cam", http)
+        return await publish(manager_url, stream, http)
     except (ConnectionError, aiohttp.ClientError, TimeoutError):
         return None
 

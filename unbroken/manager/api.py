@@ -106,12 +106,18 @@ async def get_route(request: web.Request) -> web.Response:
 
 
 async def locate(request: web.Request) -> web.Response:
-    """GET /api/v1/locate/{stream}[?node=ID] (node token): where an edge may pull the stream
-    from now, its origin first; `node` is the asking edge (left out of the answer)."""
+    """GET /api/v1/locate/{stream}[?node=ID][&unresponsive=URL] (node token): where an edge
+    may pull the stream from now, its origin first; `node` is the asking edge (left out of
+    the answer), `unresponsive` an upstream whose events fell silent for it."""
     manager = _manager(request)
     check_bearer(request, manager.config.node_token)
     stream = stream_name(request)
     registry = manager.registry
+    unresponsive = request.query.get(ROUTE_UNRESPONSIVE)  # an upstream that went silent
+    if unresponsive:  # (its URL, as this answer gave it): checked at once
+        for view in registry.views():
+            if view.record.url == unresponsive:
+                registry.report_unresponsive(view.node_id)
     views = upstream_candidates(stream, registry.views(), registry.origin_owner(stream),
                                 registry.clock(), exclude=request.query.get("node"))
     return web.json_response({"stream": stream, "upstreams": [

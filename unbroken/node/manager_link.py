@@ -22,6 +22,7 @@ from urllib.parse import quote
 import aiohttp
 
 from unbroken.httpkit.tls import client_context
+from unbroken.protocol.faults import ROUTE_UNRESPONSIVE
 from unbroken.protocol.states import Kind
 
 from .config import NodeConfig
@@ -155,11 +156,14 @@ class ManagerLink:
             return True
 
 
-    async def locate(self, stream: str) -> list[str]:
+    async def locate(self, stream: str, unresponsive: str | None = None) -> list[str]:
         """The base URLs the manager says `stream` can be pulled from now (its origin
-        first); empty when it knows none or cannot be reached (the relay retries)."""
+        first); empty when it knows none or cannot be reached (the relay retries).
+        `unresponsive`: the base URL of an upstream that just stopped answering."""
         url = (f"{self.config.manager.rstrip('/')}/api/v1/locate/{quote(stream, safe='')}"
                f"?node={quote(self.node_id, safe='')}")
+        if unresponsive:
+            url += f"&{ROUTE_UNRESPONSIVE}={quote(unresponsive, safe='')}"
         try:
             async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=LOCATE_TIMEOUT_S)) as resp:
                 if resp.status != 200:

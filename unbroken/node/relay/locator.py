@@ -28,8 +28,9 @@ class UpstreamLocator(ABC):
     `locate` with a timeout (``LOCATE_TIMEOUT``) and counts a timeout as "nowhere"."""
 
     @abstractmethod
-    async def locate(self, stream: str) -> Sequence[Upstream]:
-        """The upstreams to try for `stream`, best first; empty when none is known now."""
+    async def locate(self, stream: str, unresponsive: str | None = None) -> Sequence[Upstream]:
+        """The upstreams to try for `stream`, best first; empty when none is known now.
+        `unresponsive`: the URL of an upstream that just stopped answering us."""
 
     def describe(self) -> dict:
         """What the node's API shows about this locator."""
@@ -45,7 +46,7 @@ class StaticUpstreams(UpstreamLocator):
             raise ValueError("a static upstream list needs at least one URL")
         self.upstreams = tuple(Upstream(url.rstrip("/"), token) for url in urls)
 
-    async def locate(self, stream: str) -> Sequence[Upstream]:
+    async def locate(self, stream: str, unresponsive: str | None = None) -> Sequence[Upstream]:
         return self.upstreams
 
     def describe(self) -> dict:
@@ -54,17 +55,21 @@ class StaticUpstreams(UpstreamLocator):
 
 class ManagerUpstreams(UpstreamLocator):
     """The stream manager says where a stream is (``--manager`` without ``--upstream``):
-    `lookup(stream)` asks it (the node's manager link) for the base URLs of the nodes that
-    carry the stream now, its origin first; one token (``--upstream-token``) for all."""
+    `lookup(stream, unresponsive)` asks it (the node's manager link) for the base URLs of
+    the nodes that carry the stream now, its origin first, and tells it which one stopped
+    answering (it checks that node at once, as after a client's report); one token
+    (``--upstream-token``) for all."""
 
-    def __init__(self, lookup: Callable[[str], Awaitable[Sequence[str]]], token: str = "",
+    def __init__(self, lookup: Callable[[str, str | None], Awaitable[Sequence[str]]],
+                 token: str = "",
                  manager: str = "") -> None:
         self.lookup = lookup
         self.token = token
         self.manager = manager
 
-    async def locate(self, stream: str) -> Sequence[Upstream]:
-        return tuple(Upstream(url.rstrip("/"), self.token) for url in await self.lookup(stream))
+    async def locate(self, stream: str, unresponsive: str | None = None) -> Sequence[Upstream]:
+        return tuple(Upstream(url.rstrip("/"), self.token)
+                     for url in await self.lookup(stream, unresponsive))
 
     def describe(self) -> dict:
         return {"kind": "manager", "manager": self.manager}

@@ -17,7 +17,8 @@ from unbroken.media.stream import KINDS, Source, Stream
 from unbroken.protocol.whip_whep import SseEvent
 
 from .locator import Upstream, UpstreamLocator
-from .upstream_client import UpstreamClient, UpstreamGone, UpstreamRefused, UpstreamSession
+from .upstream_client import (UpstreamClient, UpstreamGone, UpstreamRefused, UpstreamSession,
+                              UpstreamSilent)
 
 __all__ = ["PullHost", "Pull", "PullState", "retry_delay"]
 
@@ -99,6 +100,7 @@ class Pull:
         self.peer: PullPeer | None = None
         self.attempts = 0
         self.failures = 0  # failed attempts in a row
+        self._unresponsive: str | None = None  # an upstream that fell silent, for the locator
         self.upstream_losses = 0  # live upstream sessions lost
         self.refusals: dict[str, dict] = {}  # upstream URL -> its last refusal
         self.last_error = ""
@@ -228,8 +230,9 @@ class Pull:
             self._set(PullState.CONNECTING)
         self.attempts += 1
         try:
+            unresponsive, self._unresponsive = self._unresponsive, None
             async with asyncio.timeout(LOCATE_TIMEOUT):
-                located = await self.locator.locate(self.name)
+                located = await self.locator.locate(self.name, unresponsive)
             upstreams = tuple(u for u in located if u.url != avoid)
         except TimeoutError:
             upstreams = ()
@@ -426,6 +429,9 @@ class Pull:
                     if following == SseEvent.NODE_DRAINING:
                         return UPSTREAM_DRAINING
                     return "the upstream asked to reconnect"
+        except UpstreamSilent as exc:
+            self._unresponsive = session.upstream.url  # named to the locator next time
+            return str(exc)
         except UpstreamGone as exc:
             return str(exc)
         return "the upstream's events ended"

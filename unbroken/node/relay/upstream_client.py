@@ -51,6 +51,11 @@ class UpstreamGone(Exception):
     """The upstream session's event stream broke or fell silent."""
 
 
+class UpstreamSilent(UpstreamGone):
+    """The upstream's event stream sent nothing, not even a keep-alive, for too long: the
+    node (or the path to it) stopped answering."""
+
+
 def _retry_after(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
@@ -143,6 +148,6 @@ class UpstreamClient:
                     if text.startswith("event:"):
                         yield text.split(":", 1)[1].strip()
         except asyncio.TimeoutError:
-            raise UpstreamGone(f"no keep-alive for {silence:.2f} s") from None
+            raise UpstreamSilent(f"no keep-alive for {silence:.2f} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamGone(f"events: {type(exc).__name__}: {exc}") from None
