@@ -30,6 +30,17 @@ async def publish(base: str, stream: str, http: aiohttp.ClientSession) -> WhipPu
     return publisher
 
 
+async def publish_and_watch(manager_url: str, stream: str, http: aiohttp.ClientSession
+                            ) -> tuple[WhipPublisher, str, WhepViewer]:
+    """A publisher and a viewer, both through the manager: the publisher's origin (its
+    node id) and the viewer, which the manager routes to an edge."""
+    publisher = await publish(manager_url, stream, http)
+    origin = split_segment(Resource.parse(publisher.location).session).node_id
+    viewer = await WhepViewer(manager_url, stream, decode=False, http=http,
+                              wait_live_ms=3000).start()
+    return publisher, origin, viewer
+
+
 async def locate(http: aiohttp.ClientSession, manager_url: str, stream: str) -> list[dict]:
     async with http.get(f"{manager_url}/api/v1/locate/{stream}",
                         headers={"Authorization": f"Bearer {NODE_TOKEN}"}) as resp:
@@ -65,10 +76,7 @@ async def test_an_edge_pulls_from_the_origin_the_manager_names(start_manager, st
     edge = start_node(*manager.node_args("edge", "--relay-linger", "1"))
     async with pinned_http(manager.fingerprint) as http:
         await wait_nodes(http, manager.url, 3)
-        publisher = await publish(manager.url, "cam", http)
-        first_origin = split_segment(Resource.parse(publisher.location).session).node_id
-        viewer = await WhepViewer(manager.url, "cam", decode=False, http=http,
-                                  wait_live_ms=3000).start()
+        publisher, first_origin, viewer = await publish_and_watch(manager.url, "cam", http)
         second = None
         try:
             await viewer.wait_frames(10, 10)
@@ -108,10 +116,7 @@ async def test_an_edge_reports_a_frozen_origin_to_the_manager(start_manager, sta
     start_node(*manager.node_args("edge", "--relay-linger", "1"))
     async with pinned_http(manager.fingerprint) as http:
         await wait_nodes(http, manager.url, 3)
-        publisher = await publish(manager.url, "frozen", http)
-        first_origin = split_segment(Resource.parse(publisher.location).session).node_id
-        viewer = await WhepViewer(manager.url, "frozen", decode=False, http=http,
-                                  wait_live_ms=3000).start()
+        publisher, first_origin, viewer = await publish_and_watch(manager.url, "frozen", http)
         second = None
         try:
             await viewer.wait_frames(10, 10)

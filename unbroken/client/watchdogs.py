@@ -22,7 +22,24 @@ log = logging.getLogger("unbroken.client.watchdogs")
 FaultCallback = Callable[[str, float], None]  # (fault name, last time things were fine)
 
 
-class StallWatchdog:
+class _Polling:
+    """A watchdog's one task: `start()` runs `_run()`, `stop()` cancels it."""
+
+    _task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            self._task = None
+
+
+class StallWatchdog(_Polling):
     """Samples a growing counter every `interval`; `max_tries` samples in a row
     without growth → `on_fault(name, last_growth_at)`. Seed 004's bitrate check
     (outbound bytes) and the subscriber's media-silence check (packets in)."""
@@ -36,15 +53,7 @@ class StallWatchdog:
         self.on_fault = on_fault
         self.paused = False  # e.g. while the stream is known to be inactive
         self.last_growth_at = time.monotonic()
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            self._task = None
 
     async def _read(self) -> int:
         value = self.sample()
@@ -69,7 +78,7 @@ class StallWatchdog:
             last = value
 
 
-class FrameStallWatchdog:
+class FrameStallWatchdog(_Polling):
     """A picture that stopped while its packets still arrive: loss the receiver could not
     repair, a keyframe that never comes, a decoder that gives nothing. Counting packets
     (StallWatchdog) does not see it. No new frame for `stall / 2` while video packets
@@ -89,15 +98,7 @@ class FrameStallWatchdog:
         self.interval = max(0.02, stall / 10)
         self.paused = False
         self.keyframe_requests = 0
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            self._task = None
 
     async def _run(self) -> None:
         frames, packets = self.frames(), self.packets()
