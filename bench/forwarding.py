@@ -13,12 +13,12 @@ sessions (its /api/v1/sessions) are sampled over fixed windows:
     ... net of idle          = (server CPU seconds - its idle CPU) / packets forwarded
                                (idle: the node's CPU before anything is published)
     marginal µs per packet  = slope of server CPU against packets/s across the steps
+    subscribers per core    = 1 / (marginal CPU of one subscriber's packets/s)
 
 Each step is measured over several consecutive windows (3 in a full run) and reported by
 its median window (by server CPU): the CPU a node spends per packet moves by ±10 % between
 windows on a shared 2-core VM (wake-ups across cores, the viewers' own bursts), and one
 window's outlier would move the fit. Every window's server CPU is kept in the row.
-    subscribers per core    = 1 / (marginal CPU of one subscriber's packets/s)
 
 The unbroken node on its native forwarding path (the default), the same node on its
 Python path (UNBROKEN_NATIVE=0; not with --native-only) and the MediaRelay baseline
@@ -333,7 +333,8 @@ async def main() -> None:
         "benchmark": "forwarding",
         "quick": args.quick,
         "config": {"codec": "vp8", "size": SIZE, "fps": FPS, "encoder_bitrate": BITRATE,
-                   "window_s": plan["window"], "windows": plan["windows"], "node_steps": plan["node"],
+                   "window_s": plan["window"], "windows": plan["windows"],
+                   "node_steps": plan["node"],
                    "baseline_steps": [] if args.skip_baseline else plan["baseline"],
                    "decoding_viewers": 1},
         "target": {"us_per_packet": TARGET_US_PER_PACKET, "min_fps": MIN_FPS,
