@@ -16,9 +16,8 @@ sessions (its /api/v1/sessions) are sampled over fixed windows:
     subscribers per core    = 1 / (marginal CPU of one subscriber's packets/s)
 
 Each step is measured over several consecutive windows (3 in a full run) and reported by
-its median window (by server CPU): the CPU a node spends per packet moves by ±10 % between
-windows on a shared 2-core VM (wake-ups across cores, the viewers' own bursts), and one
-window's outlier would move the fit. Every window's server CPU is kept in the row.
+its median window (by server CPU): on a 2-core VM the node's CPU moved by ±10 % between
+windows, and one window's outlier would move the fit. Every window's server CPU is kept in the row.
 
 The unbroken node on its native forwarding path (the default), the same node on its
 Python path (UNBROKEN_NATIVE=0; not with --native-only) and the MediaRelay baseline
